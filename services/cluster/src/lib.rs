@@ -1,0 +1,26 @@
+//! Pipeline manager, workers and nodes as a live network tree (contract section 6).
+
+use runtime::Ctx;
+
+/// Starts the cluster service in this process (streams, migrations, endpoints, projections).
+///
+/// # Errors
+/// A dependency is unreachable.
+pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.health.started("cluster");
+    Ok(())
+}
+
+/// HTTP routes this context adds to the gateway (forwarded over NATS).
+pub fn routes(client: async_nats::Client) -> axum::Router {
+    let _ = client;
+    axum::Router::new()
+}
+
+/// `switchyard cluster ...` client commands; `args` are the words after the context's name.
+///
+/// # Errors
+/// Bad arguments or an unreachable service.
+pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
+    anyhow::bail!("no cluster commands yet: {args:?}")
+}

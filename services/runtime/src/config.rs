@@ -1,0 +1,95 @@
+//! Configuration from the environment (contract section 2), with the defaults the contract names.
+
+use std::time::Duration;
+
+/// Everything a `switchyard run` process reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `HTTP_ADDR`: the gateway's listen address.
+    pub http_addr: String,
+    /// `SWITCHYARD_TOKEN_SECRET`: HS256 secret for `engine.exec` tokens.
+    pub token_secret: String,
+    /// `SWITCHYARD_SHOP_SHARDS`: DHT shard count, 1..=10000.
+    pub shop_shards: u32,
+    /// `SWITCHYARD_DFS_SERVERS`: chunk servers started in-process.
+    pub dfs_servers: u32,
+    /// `SWITCHYARD_DFS_DIR`: their data directory.
+    pub dfs_dir: String,
+    /// `SWITCHYARD_DFS_REPLICAS`: replication factor.
+    pub dfs_replicas: u32,
+    /// `SWITCHYARD_PROJECTION_BATCH`: most events one projection transaction takes (default 500).
+    pub projection_batch: usize,
+    /// `SWITCHYARD_INSTANCE`: a name for this process in logs and health (default host-pid).
+    pub instance: String,
+    /// `SWITCHYARD_QUERY_WAIT_MS`: longest `min_seq` wait (default 5000).
+    pub min_seq_wait: Duration,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+    }
+}
+
+impl Config {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// A setting that does not parse or is out of range, named in the message.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let shop_shards: u32 = parse("SWITCHYARD_SHOP_SHARDS", 16)?;
+        if !(1..=10_000).contains(&shop_shards) {
+            anyhow::bail!("SWITCHYARD_SHOP_SHARDS={shop_shards}: the shard count must be 1 to 10000");
+        }
+        let projection_batch: usize = parse("SWITCHYARD_PROJECTION_BATCH", 500)?;
+        if !(1..=10_000).contains(&projection_batch) {
+            anyhow::bail!("SWITCHYARD_PROJECTION_BATCH must be 1 to 10000");
+        }
+        Ok(Self {
+            nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/switchyard".into()),
+            http_addr: var("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            token_secret: var("SWITCHYARD_TOKEN_SECRET")
+                .unwrap_or_else(|| "switchyard-dev-secret-change-me".into()),
+            shop_shards,
+            dfs_servers: parse("SWITCHYARD_DFS_SERVERS", 3)?,
+            dfs_dir: var("SWITCHYARD_DFS_DIR").unwrap_or_else(|| "./var/dfs".into()),
+            dfs_replicas: parse("SWITCHYARD_DFS_REPLICAS", 3)?,
+            projection_batch,
+            instance: var("SWITCHYARD_INSTANCE")
+                .unwrap_or_else(|| format!("switchyard-{}", std::process::id())),
+            min_seq_wait: Duration::from_millis(parse("SWITCHYARD_QUERY_WAIT_MS", 5000)?),
+        })
+    }
+
+    /// A configuration for tests: the given URLs, every other setting at its default.
+    #[must_use]
+    pub fn for_urls(nats_url: &str, database_url: &str) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            database_url: database_url.into(),
+            http_addr: "127.0.0.1:0".into(),
+            token_secret: "switchyard-dev-secret-change-me".into(),
+            shop_shards: 16,
+            dfs_servers: 3,
+            dfs_dir: "./var/dfs".into(),
+            dfs_replicas: 3,
+            projection_batch: 500,
+            instance: format!("test-{}", uuid::Uuid::now_v7()),
+            min_seq_wait: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! PostgreSQL: pool, the runtime's own schema (checkpoints, dead letters) and per-context migrations.
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+
+/// Connects with a bounded pool, retrying for up to `patience` while the server is not up.
+///
+/// # Errors
+/// The server still refuses after `patience`.
+pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "PostgreSQL not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to PostgreSQL at {url}")),
+        }
+    }
+}
+
+/// Applies a context's migrations in its own schema, recording them in `<schema>._sqlx_migrations`.
+///
+/// # Errors
+/// A migration failed or the database is unreachable.
+pub async fn migrate(pool: &PgPool, schema: &'static str, mut migrator: Migrator) -> anyhow::Result<()> {
+    migrator.create_schema(schema);
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator
+        .run(pool)
+        .await
+        .with_context(|| format!("applying the {schema} migrations"))
+}
+
+/// The runtime's own tables: projection checkpoints and parked (dead-letter) events.
+///
+/// # Errors
+/// As [`migrate`].
+pub async fn migrate_runtime(pool: &PgPool) -> anyhow::Result<()> {
+    migrate(pool, "runtime", sqlx::migrate!("./migrations")).await
+}

@@ -1,0 +1,408 @@
+//! Projections: durable pull consumers that write read models into PostgreSQL exactly once.
+//!
+//! Each projection has a durable consumer `proj_<name>` over its context's whole stream (explicit
+//! acks, so several processes can pull from it at once). Messages arrive in batches of up to
+//! `batch` (whatever is ready, so latency stays low when idle). A batch is applied in one
+//! transaction that first locks the projection's checkpoint row:
+//!
+//! - events the checkpoint already covers are skipped (a redelivery after a crash);
+//! - only the run of events that directly follows the checkpoint is applied, in stream order; events
+//!   after a hole are handed back (nak) so that another process's earlier batch commits first —
+//!   that keeps the read model in stream order however many processes share the consumer;
+//! - an event that does not decode, or whose SQL fails for a reason other than the connection, is
+//!   parked in `runtime.dead_letters` with the reason and counted, and the projection moves on;
+//! - the checkpoint is moved to the last event in the same transaction; the acks go out after the
+//!   commit. A lost connection rolls back and retries the same batch until PostgreSQL is back.
+//!
+//! [`ProjectionHandle::wait_for`] implements the contract's `min_seq`.
+
+use crate::error::ServiceError;
+use crate::store::{decode_event, EventStore, Stored};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use sqlx::{PgConnection, PgPool};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+/// How long a delivered message stays with one process before JetStream hands it to another.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// A read model fed from a context's events.
+pub trait Projection: Send + Sync + 'static {
+    /// The context's event type.
+    type Event: DeserializeOwned + Send + Sync + 'static;
+    /// Unique name, used for the consumer (`proj_<name>`), the checkpoint and health.
+    const NAME: &'static str;
+    /// Applies events (in stream order) inside the batch's transaction.
+    fn apply(&self, tx: &mut PgConnection, events: &[Stored<Self::Event>]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Empties the read model (for a rebuild from the stream).
+    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// Shared view of a running projection: checkpoint, lag, parked count.
+#[derive(Clone)]
+pub struct ProjectionHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    name: &'static str,
+    pool: PgPool,
+    checkpoint: watch::Sender<u64>,
+    start_seq: u64,
+    lag: AtomicI64,
+    parked: AtomicI64,
+}
+
+impl ProjectionHandle {
+    /// The projection's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.inner.name
+    }
+
+    /// The last checkpoint this process knows.
+    #[must_use]
+    pub fn checkpoint(&self) -> u64 {
+        *self.inner.checkpoint.borrow()
+    }
+
+    /// Events delivered to nobody yet plus the batch in hand (0 when caught up).
+    #[must_use]
+    pub fn lag(&self) -> i64 {
+        self.inner.lag.load(Ordering::Relaxed)
+    }
+
+    /// Events parked in the dead-letter table by this process.
+    #[must_use]
+    pub fn parked(&self) -> i64 {
+        self.inner.parked.load(Ordering::Relaxed)
+    }
+
+    /// Whether the projection has reached the stream as it stood when it started.
+    #[must_use]
+    pub fn caught_up(&self) -> bool {
+        self.checkpoint() >= self.inner.start_seq
+    }
+
+    async fn db_checkpoint(&self) -> Result<u64, sqlx::Error> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1")
+            .bind(self.inner.name)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Waits until the read model has projected `min_seq` (committed by this or any other process).
+    ///
+    /// # Errors
+    /// `unavailable` after `timeout`, naming where the projection is.
+    pub async fn wait_for(&self, min_seq: Option<u64>, timeout: Duration) -> Result<(), ServiceError> {
+        let Some(min_seq) = min_seq else { return Ok(()) };
+        if self.checkpoint() >= min_seq {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.inner.checkpoint.subscribe();
+        loop {
+            if let Ok(seq) = self.db_checkpoint().await {
+                if seq >= min_seq {
+                    self.inner.checkpoint.send_if_modified(|c| if seq > *c { *c = seq; true } else { false });
+                    return Ok(());
+                }
+            }
+            if *rx.borrow_and_update() >= min_seq {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ServiceError::unavailable(format!(
+                    "the {} read model has not reached min_seq {min_seq} within {} ms (it is at {}); retry later",
+                    self.inner.name,
+                    timeout.as_millis(),
+                    self.checkpoint()
+                )));
+            }
+            let step = (deadline - now).min(Duration::from_millis(25));
+            let _ = tokio::time::timeout(step, rx.changed()).await;
+        }
+    }
+}
+
+fn consumer_name(name: &str) -> String {
+    format!("proj_{name}")
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57") || code.starts_with("53") || code == "40001" || code == "40P01"
+        }
+        _ => true,
+    }
+}
+
+/// Starts projection `p` over `store`'s stream, writing into `pool`.
+///
+/// # Errors
+/// JetStream or PostgreSQL is not reachable at start.
+pub async fn spawn<P: Projection>(store: EventStore, pool: PgPool, p: P, batch: usize) -> anyhow::Result<ProjectionHandle> {
+    sqlx::query("INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+        .bind(P::NAME)
+        .execute(&pool)
+        .await?;
+    let start_seq = store.last_seq().await?;
+    let (tx, _) = watch::channel(0);
+    let handle = ProjectionHandle {
+        inner: Arc::new(HandleInner {
+            name: P::NAME,
+            pool: pool.clone(),
+            checkpoint: tx,
+            start_seq,
+            lag: AtomicI64::new(start_seq as i64),
+            parked: AtomicI64::new(0),
+        }),
+    };
+    let cp = handle.db_checkpoint().await?;
+    handle.inner.checkpoint.send_replace(cp);
+    handle.inner.lag.store(start_seq.saturating_sub(cp) as i64, Ordering::Relaxed);
+    let runner = Runner { store, pool, p: Arc::new(p), batch, handle: handle.clone() };
+    tokio::spawn(async move { runner.run().await });
+    Ok(handle)
+}
+
+/// Empties a projection's read model and replays it from the first event.
+///
+/// # Errors
+/// PostgreSQL or JetStream unreachable.
+pub async fn rebuild<P: Projection>(store: &EventStore, pool: &PgPool, p: &P) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT (projection) DO UPDATE SET seq = 0, updated_at = now()")
+        .bind(P::NAME)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE").bind(P::NAME).execute(&mut *tx).await?;
+    p.reset(&mut tx).await?;
+    sqlx::query("DELETE FROM runtime.dead_letters WHERE projection = $1").bind(P::NAME).execute(&mut *tx).await?;
+    tx.commit().await?;
+    let stream = store.jetstream().get_stream(store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    match stream.delete_consumer(&consumer_name(P::NAME)).await {
+        Ok(_) => {}
+        Err(e) => tracing::info!(error = %e, "no consumer to delete"),
+    }
+    Ok(())
+}
+
+struct Runner<P: Projection> {
+    store: EventStore,
+    pool: PgPool,
+    p: Arc<P>,
+    batch: usize,
+    handle: ProjectionHandle,
+}
+
+enum Outcome {
+    /// Committed up to this sequence.
+    Committed,
+    /// PostgreSQL is not reachable: try the same batch again.
+    Retry(sqlx::Error),
+}
+
+impl<P: Projection> Runner<P> {
+    async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self.store.jetstream().get_stream(self.store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = consumer_name(P::NAME);
+        stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: 20_000,
+                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                    description: Some(format!("projection {}", P::NAME)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))
+    }
+
+    async fn run(self) {
+        loop {
+            let consumer = match self.consumer().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot open the consumer; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let messages = match consumer
+                .stream()
+                .max_messages_per_batch(self.batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot pull; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut chunks = messages.ready_chunks(self.batch);
+            while let Some(chunk) = chunks.next().await {
+                let mut batch = Vec::with_capacity(chunk.len());
+                let mut broken = false;
+                for m in chunk {
+                    match m {
+                        Ok(m) => batch.push(m),
+                        Err(e) => {
+                            tracing::warn!(projection = P::NAME, error = %e, "pull error");
+                            broken = true;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    self.process(batch).await;
+                }
+                if broken {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn process(&self, mut batch: Vec<jetstream::Message>) {
+        batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+        let lag = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending).unwrap_or(0);
+        let span = tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.commit(&batch).instrument(span.clone()).await {
+                Ok(Outcome::Committed) => break,
+                Ok(Outcome::Retry(e)) | Err(e) => {
+                    tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
+                    for m in &batch {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
+    }
+
+    /// One attempt at committing a batch. Acks (or naks) the messages once the outcome is known.
+    async fn commit(&self, batch: &[jetstream::Message]) -> Result<Outcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let cp: i64 = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(P::NAME)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut next = cp.max(0) as u64 + 1;
+        let mut take: Vec<&jetstream::Message> = Vec::new();
+        let mut covered: Vec<&jetstream::Message> = Vec::new();
+        let mut later: Vec<&jetstream::Message> = Vec::new();
+        for m in batch {
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            if seq < next {
+                covered.push(m);
+            } else if seq == next || (later.is_empty() && self.hole_is_empty(next, seq).await) {
+                take.push(m);
+                next = seq + 1;
+            } else {
+                later.push(m);
+            }
+        }
+        let mut events = Vec::with_capacity(take.len());
+        let mut poison: Vec<(u64, &jetstream::Message, String)> = Vec::new();
+        for m in &take {
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match decode_event::<P::Event>(&m.payload) {
+                Ok((meta, event)) => events.push(Stored { seq, subject: m.subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event }),
+                Err(reason) => poison.push((seq, *m, reason)),
+            }
+        }
+        if !events.is_empty() {
+            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+            if let Err(e) = self.p.apply(&mut tx, &events).await {
+                if is_transient(&e) {
+                    return Ok(Outcome::Retry(e));
+                }
+                // Find the event(s) at fault: apply one at a time, parking what fails.
+                sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await?;
+                for (i, ev) in events.iter().enumerate() {
+                    sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
+                    if let Err(e) = self.p.apply(&mut tx, std::slice::from_ref(ev)).await {
+                        if is_transient(&e) {
+                            return Ok(Outcome::Retry(e));
+                        }
+                        sqlx::query("ROLLBACK TO SAVEPOINT one").execute(&mut *tx).await?;
+                        if let Some(m) = take.iter().find(|m| m.info().map(|i| i.stream_sequence).ok() == Some(ev.seq)) {
+                            poison.push((ev.seq, *m, format!("applying event {i} of the batch failed: {e}")));
+                        }
+                    } else {
+                        sqlx::query("RELEASE SAVEPOINT one").execute(&mut *tx).await?;
+                    }
+                }
+            }
+        }
+        for (seq, m, reason) in &poison {
+            tracing::error!(projection = P::NAME, seq, reason = %reason, "parking an event that cannot be projected");
+            sqlx::query("INSERT INTO runtime.dead_letters (projection, seq, subject, payload, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                .bind(P::NAME)
+                .bind(*seq as i64)
+                .bind(m.subject.as_str())
+                .bind(m.payload.as_ref())
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let new_cp = next - 1;
+        if new_cp as i64 != cp {
+            sqlx::query("UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1")
+                .bind(P::NAME)
+                .bind(new_cp as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        for m in take.iter().chain(covered.iter()) {
+            let _ = m.ack().await;
+        }
+        for m in &later {
+            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(50)))).await;
+        }
+        self.handle.inner.parked.fetch_add(poison.len() as i64, Ordering::Relaxed);
+        self.handle.inner.checkpoint.send_if_modified(|c| if new_cp > *c { *c = new_cp; true } else { false });
+        Ok(Outcome::Committed)
+    }
+
+    /// Whether the stream holds no message in `from..to` (a hole left by deleted messages).
+    async fn hole_is_empty(&self, from: u64, to: u64) -> bool {
+        if to.saturating_sub(from) > 1000 {
+            return false;
+        }
+        for seq in from..to {
+            match self.store.exists(seq).await {
+                Ok(false) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}

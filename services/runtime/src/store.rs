@@ -1,0 +1,442 @@
+//! The JetStream event store and the aggregate repository.
+//!
+//! One stream per context (`SHOP` over `shop.events.>`, ...). An aggregate is the set of events on one
+//! subject. Appending sends `Nats-Expected-Last-Subject-Sequence` (the stream sequence of the
+//! aggregate's last event, 0 for none) and `Nats-Msg-Id`, and always waits for the publish ack.
+//!
+//! [`Repository`] keeps hot aggregates in memory with their last sequence, so a command on a known
+//! aggregate costs one append. Commands on one aggregate are serialised inside a process by a
+//! per-aggregate lock; between processes optimistic concurrency decides: on a wrong-sequence reply the
+//! aggregate is reloaded and the command decided again, a bounded number of times.
+//!
+//! Idempotency: a command carrying `Nats-Msg-Id` has its reply remembered in the KV bucket
+//! `SWITCHYARD_IDEMPOTENCY` for two minutes (the stream's duplicate window), so sending it again
+//! returns the first reply and appends nothing; a concurrent duplicate is caught by JetStream's own
+//! de-duplication and answered from the bucket once the first one has finished.
+
+use crate::error::ServiceError;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How long JetStream remembers a `Nats-Msg-Id` (and we remember its reply).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Name of the KV bucket that remembers replies of commands sent with `Nats-Msg-Id`.
+pub const IDEMPOTENCY_BUCKET: &str = "SWITCHYARD_IDEMPOTENCY";
+/// Decide-append attempts before a command gives up with `conflict`.
+pub const MAX_ATTEMPTS: usize = 12;
+
+/// A state folded from events. `apply` must be total: an event already stored is a fact.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    /// The event type; its JSON is `{"type": "...", "data": {...}}` (the envelope adds `id` and
+    /// `occurred_at`).
+    type Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// Folds one event into the state.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// A stored event: its stream sequence, subject and decoded envelope.
+#[derive(Debug, Clone)]
+pub struct Stored<E> {
+    pub seq: u64,
+    pub subject: String,
+    pub id: uuid::Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub event: E,
+}
+
+/// The envelope fields beside the event.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct EnvelopeMeta {
+    pub id: uuid::Uuid,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Decodes one stored message: the envelope's `id`/`occurred_at` and the typed event.
+///
+/// # Errors
+/// A message that is not an envelope of this event type, with the reason.
+pub fn decode_event<E: DeserializeOwned>(payload: &[u8]) -> Result<(EnvelopeMeta, E), String> {
+    let meta: EnvelopeMeta = serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?;
+    let event: E = serde_json::from_slice(payload).map_err(|e| format!("unknown or malformed event: {e}"))?;
+    Ok((meta, event))
+}
+
+/// Encodes an event as the contract's envelope: `{id, type, occurred_at, data}`.
+///
+/// # Errors
+/// The event does not serialise as `{"type", "data"}` (a bug).
+pub fn encode_event<E: Serialize>(id: uuid::Uuid, occurred_at: DateTime<Utc>, event: &E) -> Result<Bytes, ServiceError> {
+    let mut value = serde_json::to_value(event).map_err(|e| ServiceError::internal(e.to_string()))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| ServiceError::internal("event does not serialise as an object"))?;
+    obj.insert("id".into(), serde_json::Value::String(id.to_string()));
+    obj.insert(
+        "occurred_at".into(),
+        serde_json::Value::String(occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
+    serde_json::to_vec(&value).map(Bytes::from).map_err(|e| ServiceError::internal(e.to_string()))
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to the aggregate first.
+    #[error("the aggregate changed since it was read")]
+    WrongLastSequence,
+    /// No ack: the event may or may not be stored.
+    #[error("the event store did not acknowledge: {0}")]
+    Unacknowledged(String),
+}
+
+/// The JetStream stream of one context.
+#[derive(Clone)]
+pub struct EventStore {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    name: String,
+}
+
+impl EventStore {
+    /// Creates the stream `name` over `<domain>.events.>`, or updates it to that configuration.
+    ///
+    /// # Errors
+    /// JetStream is not enabled or not reachable.
+    pub async fn open(js: jetstream::Context, domain: &str, name: &str) -> anyhow::Result<Self> {
+        let config = stream::Config {
+            name: name.to_string(),
+            subjects: vec![format!("{domain}.events.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            description: Some(format!("Switchyard {domain} events")),
+            ..Default::default()
+        };
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating stream {name}: {e}"))?;
+        let stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening stream {name}: {e}"))?;
+        Ok(Self { js, stream, name: name.to_string() })
+    }
+
+    /// The stream's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The JetStream context.
+    #[must_use]
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The last sequence of the stream now (0 when empty).
+    ///
+    /// # Errors
+    /// JetStream is not reachable.
+    pub async fn last_seq(&self) -> anyhow::Result<u64> {
+        let info = self.stream.get_info().await.map_err(|e| anyhow::anyhow!("stream info: {e}"))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Whether the message with stream sequence `seq` exists.
+    ///
+    /// # Errors
+    /// JetStream is not reachable.
+    pub async fn exists(&self, seq: u64) -> anyhow::Result<bool> {
+        match self.stream.get_raw_message(seq).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(anyhow::anyhow!("reading message {seq}: {e}")),
+        }
+    }
+
+    /// Loads every event on `subject`, in order, with the sequence of the last one (0 for none).
+    ///
+    /// # Errors
+    /// JetStream is not reachable, or a stored event does not decode (named in the message).
+    pub async fn load<E: DeserializeOwned>(&self, subject: &str) -> Result<(Vec<Stored<E>>, u64), ServiceError> {
+        let last = match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+        };
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ServiceError::unavailable(format!("the event store is unavailable: {e}")))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ServiceError::unavailable(format!("the event store is unavailable: {e}")))?;
+        let mut out = Vec::new();
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .map_err(|_| ServiceError::unavailable("loading the aggregate timed out"))?
+        {
+            let msg = msg.map_err(|e| ServiceError::unavailable(format!("loading the aggregate: {e}")))?;
+            let seq = msg.info().map_err(|e| ServiceError::internal(e.to_string()))?.stream_sequence;
+            let (meta, event) = decode_event::<E>(&msg.payload)
+                .map_err(|e| ServiceError::internal(format!("stored event {seq} on {subject}: {e}")))?;
+            out.push(Stored { seq, subject: subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event });
+            if seq >= last {
+                break;
+            }
+        }
+        Ok((out, last))
+    }
+
+    /// Appends one encoded event to `subject` if the subject's last sequence is still `expected`.
+    ///
+    /// # Errors
+    /// [`AppendError::WrongLastSequence`] when another writer was first; `Unacknowledged` otherwise.
+    pub async fn append(&self, subject: &str, payload: Bytes, expected: u64, msg_id: &str) -> Result<jetstream::publish::PublishAck, AppendError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id)
+            .expected_last_subject_sequence(expected);
+        let ack = self
+            .js
+            .send_publish(subject.to_string(), msg)
+            .await
+            .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
+        match ack.await {
+            Ok(ack) => Ok(ack),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::WrongLastSequence),
+            Err(e) => Err(AppendError::Unacknowledged(e.to_string())),
+        }
+    }
+
+    /// Appends without an expected sequence (for events that need no aggregate check).
+    ///
+    /// # Errors
+    /// No ack.
+    pub async fn append_unchecked(&self, subject: &str, payload: Bytes, msg_id: &str) -> Result<jetstream::publish::PublishAck, AppendError> {
+        let msg = jetstream::message::PublishMessage::build().payload(payload).message_id(msg_id);
+        let ack = self
+            .js
+            .send_publish(subject.to_string(), msg)
+            .await
+            .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
+        ack.await.map_err(|e| AppendError::Unacknowledged(e.to_string()))
+    }
+}
+
+/// Opens (or creates) the idempotency bucket.
+///
+/// # Errors
+/// JetStream not reachable.
+pub async fn idempotency_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: IDEMPOTENCY_BUCKET.into(),
+        max_age: DUPLICATE_WINDOW,
+        history: 1,
+        storage: stream::StorageType::File,
+        description: "replies of commands sent with Nats-Msg-Id".into(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the idempotency bucket: {e}"))
+}
+
+struct Slot<A> {
+    loaded: bool,
+    state: A,
+    seq: u64,
+}
+
+/// A remembered reply (success or a definitive error).
+#[derive(Serialize, Deserialize)]
+enum Remembered<R> {
+    Ok(R),
+    Err(schemas::ErrorBody),
+}
+
+/// Loads, caches and changes aggregates of one type.
+pub struct Repository<A: Aggregate> {
+    store: EventStore,
+    idem: kv::Store,
+    domain: String,
+    cache: moka::sync::Cache<String, Arc<Mutex<Slot<A>>>>,
+}
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), idem: self.idem.clone(), domain: self.domain.clone(), cache: self.cache.clone() }
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store` keeping at most `capacity` aggregates in memory.
+    #[must_use]
+    pub fn new(store: EventStore, idem: kv::Store, domain: &str, capacity: u64) -> Self {
+        Self { store, idem, domain: domain.into(), cache: moka::sync::Cache::new(capacity) }
+    }
+
+    /// The event store.
+    #[must_use]
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn slot(&self, subject: &str) -> Arc<Mutex<Slot<A>>> {
+        self.cache.get_with(subject.to_string(), || {
+            Arc::new(Mutex::new(Slot { loaded: false, state: A::default(), seq: 0 }))
+        })
+    }
+
+    async fn reload(&self, subject: &str, slot: &mut Slot<A>) -> Result<(), ServiceError> {
+        let (events, last) = self.store.load::<A::Event>(subject).await?;
+        let mut state = A::default();
+        for e in &events {
+            state.apply(&e.event);
+        }
+        slot.state = state;
+        slot.seq = last;
+        slot.loaded = true;
+        Ok(())
+    }
+
+    /// The current state of an aggregate and its last sequence (from the cache when known).
+    ///
+    /// # Errors
+    /// The event store is unavailable.
+    pub async fn state(&self, subject: &str) -> Result<(A, u64), ServiceError> {
+        let slot = self.slot(subject);
+        let mut slot = slot.lock().await;
+        if !slot.loaded {
+            self.reload(subject, &mut slot).await?;
+        }
+        Ok((slot.state.clone(), slot.seq))
+    }
+
+    fn idem_key(&self, msg_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.domain.as_bytes());
+        h.update([0]);
+        h.update(msg_id.as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    async fn remembered<R: DeserializeOwned>(&self, key: &str) -> Option<Result<R, ServiceError>> {
+        let entry = self.idem.get(key).await.ok().flatten()?;
+        match serde_json::from_slice::<Remembered<R>>(&entry).ok()? {
+            Remembered::Ok(r) => Some(Ok(r)),
+            Remembered::Err(b) => Some(Err(ServiceError::new(b.error.code, b.error.message))),
+        }
+    }
+
+    async fn remember<R: Serialize>(&self, key: &str, result: &Result<R, ServiceError>) {
+        let value = match result {
+            Ok(r) => Remembered::Ok(r),
+            Err(e) if e.is_transient() => return,
+            Err(e) => Remembered::Err(e.body()),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&value) {
+            if let Err(e) = self.idem.put(key, bytes.into()).await {
+                tracing::warn!(error = %e, "could not remember the reply of a command");
+            }
+        }
+    }
+
+    /// Runs one command on the aggregate at `subject`.
+    ///
+    /// `decide` sees the current state and returns the one event to append (or the user's error);
+    /// `reply` turns the state after the event, the event and its stream sequence into the reply.
+    /// `msg_id` is the request's `Nats-Msg-Id`, if any.
+    ///
+    /// # Errors
+    /// The decision's own error; `conflict` after [`MAX_ATTEMPTS`] lost races; `unavailable` when the
+    /// store does not answer (the command may then have been stored: retry with the same msg id).
+    pub async fn execute<R, D, F>(&self, subject: &str, msg_id: Option<&str>, decide: D, reply: F) -> Result<R, ServiceError>
+    where
+        R: Serialize + DeserializeOwned,
+        D: Fn(&A) -> Result<(uuid::Uuid, DateTime<Utc>, A::Event), ServiceError>,
+        F: Fn(&A, &A::Event, u64) -> R,
+    {
+        let key = msg_id.map(|m| self.idem_key(m));
+        if let Some(key) = &key {
+            if let Some(r) = self.remembered::<R>(key).await {
+                return r;
+            }
+        }
+        let result = self.execute_inner(subject, msg_id, &decide, &reply, key.as_deref()).await;
+        if let Some(key) = &key {
+            self.remember(key, &result).await;
+        }
+        result
+    }
+
+    async fn execute_inner<R, D, F>(&self, subject: &str, msg_id: Option<&str>, decide: &D, reply: &F, key: Option<&str>) -> Result<R, ServiceError>
+    where
+        R: Serialize + DeserializeOwned,
+        D: Fn(&A) -> Result<(uuid::Uuid, DateTime<Utc>, A::Event), ServiceError>,
+        F: Fn(&A, &A::Event, u64) -> R,
+    {
+        let slot = self.slot(subject);
+        let mut slot = slot.lock().await;
+        for attempt in 0..MAX_ATTEMPTS {
+            if !slot.loaded {
+                self.reload(subject, &mut slot).await?;
+            }
+            let (id, at, event) = decide(&slot.state)?;
+            let payload = encode_event(id, at, &event)?;
+            let id_text = id.to_string();
+            let dedupe_id = msg_id.unwrap_or(&id_text);
+            match self.store.append(subject, payload, slot.seq, dedupe_id).await {
+                Ok(ack) if ack.duplicate => {
+                    // The same Nats-Msg-Id was stored by a concurrent request: answer as it did.
+                    slot.loaded = false;
+                    if let Some(key) = key {
+                        for _ in 0..40 {
+                            if let Some(r) = self.remembered::<R>(key).await {
+                                return r;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    self.reload(subject, &mut slot).await?;
+                    return Ok(reply(&slot.state, &event, ack.sequence));
+                }
+                Ok(ack) => {
+                    slot.state.apply(&event);
+                    slot.seq = ack.sequence;
+                    return Ok(reply(&slot.state, &event, ack.sequence));
+                }
+                Err(AppendError::WrongLastSequence) => {
+                    tracing::debug!(subject, attempt, "lost a race; reloading");
+                    slot.loaded = false;
+                    if attempt >= 2 {
+                        let jitter = rand::random::<u64>() % (5 * attempt as u64 + 1);
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
+                }
+                Err(AppendError::Unacknowledged(e)) => {
+                    slot.loaded = false;
+                    return Err(ServiceError::unavailable(format!(
+                        "the event store did not acknowledge the event ({e}); it may have been stored: retry with the same Nats-Msg-Id"
+                    )));
+                }
+            }
+        }
+        Err(ServiceError::conflict(format!(
+            "too many concurrent writers on {subject}: gave up after {MAX_ATTEMPTS} attempts; retry"
+        )))
+    }
+}

@@ -1,0 +1,102 @@
+//! `switchyard`: runs services (`run`) and holds the client commands.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Event-sourced control plane on NATS")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services (all when none are named): shop dispatch engine cluster dfs gateway.
+    Run { services: Vec<String> },
+    /// Print the deployment's health (`sys.query.health`).
+    Status,
+    /// Projection maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Simulators that act as outside clients: `sim carts [--speed N]`, `sim pipeline`.
+    #[command(disable_help_flag = true)]
+    Sim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// File storage client: `dfs put|get|ls|rm ...`.
+    #[command(disable_help_flag = true)]
+    Dfs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print an HS256 token for `engine.exec`: `token --sub NAME --roles support`.
+    #[command(disable_help_flag = true)]
+    Token {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Empty a projection's read model and replay it from the first event.
+    Rebuild { name: String },
+    /// List the projections and their checkpoints.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    runtime::telemetry::init();
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { services } => {
+            let config = runtime::Config::from_env()?;
+            let selected = switchyard::select(&services)?;
+            let running = switchyard::start(config.clone(), &selected).await?;
+            println!("switchyard ready: services {} on {}", selected.join(", "), config.nats_url);
+            if let Some(addr) = running.http_addr {
+                println!("gateway: http://{addr}");
+            }
+            tokio::signal::ctrl_c().await?;
+            println!("switchyard: shutting down");
+            running.ctx.client.drain().await.ok();
+            Ok(())
+        }
+        Command::Status => {
+            let config = runtime::Config::from_env()?;
+            let client = runtime::ctx::connect_nats(&config.nats_url, "switchyard-cli").await?;
+            let r = runtime::client::request_json(&client, "sys.query.health", &serde_json::json!({})).await;
+            println!("{}", serde_json::to_string_pretty(&r.body)?);
+            Ok(())
+        }
+        Command::Projections { command } => switchyard::projections(command_words(command)).await,
+        Command::Sim { args } => match args.first().map(String::as_str) {
+            Some("carts") => dispatch::cli(args).await,
+            Some("pipeline") => cluster::cli(args).await,
+            _ => anyhow::bail!("usage: switchyard sim carts [--speed N] | switchyard sim pipeline"),
+        },
+        Command::Dfs { args } => dfs::cli(args).await,
+        Command::Token { args } => engine::cli(args).await,
+    }
+}
+
+fn command_words(c: ProjectionsCommand) -> Vec<String> {
+    match c {
+        ProjectionsCommand::Rebuild { name } => vec!["rebuild".into(), name],
+        ProjectionsCommand::List => vec!["list".into()],
+    }
+}

@@ -1,0 +1,368 @@
+//! Test harness: a real nats-server on a free port (stoppable and restartable), a fresh PostgreSQL
+//! database per test, services started in-process in their own tokio runtime (so a test can kill
+//! them like a process), and a client that talks to them only through NATS, as users do.
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Finds a program on PATH or in the usual Debian places.
+#[must_use]
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    dirs.push("/usr/sbin".into());
+    dirs.push("/usr/local/sbin".into());
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions.into_iter().rev());
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// A free TCP port on 127.0.0.1.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A nats-server with JetStream (file store) of the test's own; killed on drop.
+pub struct NatsServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with the project's settings (`max_payload` 8 MiB).
+    ///
+    /// # Errors
+    /// No nats-server binary, or it did not start.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut s = Self { port: free_port(), dir, child: None };
+        s.restart()?;
+        Ok(s)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again (same port, same store) after [`NatsServer::stop`].
+    ///
+    /// # Errors
+    /// It did not start.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let bin = find_program("nats-server").context("nats-server not found: run `make test` (it installs it)")?;
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
+                self.port,
+                self.dir.path().join("js").display()
+            ),
+        )?;
+        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        self.child = Some(child);
+        anyhow::ensure!(wait_for_port(self.port, Duration::from_secs(10)), "nats-server did not start");
+        Ok(())
+    }
+
+    /// Stops the server the hard way (SIGKILL): what was acknowledged must survive.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The PostgreSQL server tests create their databases in (`DATABASE_URL`, else the local default).
+#[must_use]
+pub fn admin_url() -> String {
+    std::env::var("SWITCHYARD_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    // Replace the path component (the database) of a postgres URL, keeping any query string.
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A fresh database, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates `t_<uuid>` on the server of [`admin_url`] (or of `admin` if given).
+    ///
+    /// # Errors
+    /// The server is not reachable.
+    pub async fn create_on(admin: &str) -> anyhow::Result<Self> {
+        let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let admin_db = with_database(admin, "postgres");
+        let mut conn = sqlx::PgConnection::connect_with_url(&admin_db).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+        Ok(Self { url: with_database(admin, &name), admin: admin_db, name })
+    }
+
+    /// Creates a database on the default server.
+    ///
+    /// # Errors
+    /// As [`TestDb::create_on`].
+    pub async fn create() -> anyhow::Result<Self> {
+        Self::create_on(&admin_url()).await
+    }
+}
+
+trait ConnectUrl: Sized {
+    async fn connect_with_url(url: &str) -> anyhow::Result<Self>;
+}
+
+impl ConnectUrl for sqlx::PgConnection {
+    async fn connect_with_url(url: &str) -> anyhow::Result<Self> {
+        Ok(<sqlx::PgConnection as sqlx::Connection>::connect(url).await?)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop the database from a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect_with_url(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A set of services running in a tokio runtime of their own, like a process: [`Services::kill`]
+/// drops every task and connection at once.
+pub struct Services {
+    rt: Option<tokio::runtime::Runtime>,
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
+impl Services {
+    /// Starts `names` (all when empty) with `config` and waits until they are ready.
+    ///
+    /// # Errors
+    /// They did not start.
+    pub async fn start(config: runtime::Config, names: &[&str]) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let names: Vec<String> = names.iter().map(|s| (*s).to_string()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn(async move {
+            let result = async {
+                let selected = switchyard::select(&names)?;
+                let running = switchyard::start(config, &selected).await?;
+                Ok::<_, anyhow::Error>(running.http_addr)
+            }
+            .await;
+            let _ = tx.send(result.map_err(|e| format!("{e:#}")));
+            std::future::pending::<()>().await;
+        });
+        let http_addr = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .context("services did not become ready in 60 s")??
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Self { rt: Some(rt), http_addr })
+    }
+
+    /// Kills the services: no graceful shutdown, in-flight work is lost as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world: its own nats-server and database.
+pub struct TestEnv {
+    pub nats: NatsServer,
+    pub db: TestDb,
+}
+
+impl TestEnv {
+    /// Starts a nats-server and creates a database.
+    ///
+    /// # Errors
+    /// Either failed.
+    pub async fn new() -> anyhow::Result<Self> {
+        init_logging();
+        Ok(Self { nats: NatsServer::start()?, db: TestDb::create().await? })
+    }
+
+    /// A configuration pointing at this environment.
+    #[must_use]
+    pub fn config(&self) -> runtime::Config {
+        runtime::Config::for_urls(&self.nats.url(), &self.db.url)
+    }
+
+    /// Starts services (all when `names` is empty).
+    ///
+    /// # Errors
+    /// They did not start.
+    pub async fn services(&self, names: &[&str]) -> anyhow::Result<Services> {
+        Services::start(self.config(), names).await
+    }
+
+    /// A client of this environment's NATS.
+    ///
+    /// # Errors
+    /// NATS unreachable.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Client::connect(&self.nats.url()).await
+    }
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    }
+}
+
+/// A reply as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// `Nats-Service-Error-Code`, when the reply is an error.
+    pub status: Option<u16>,
+    /// `Nats-Service-Error`.
+    pub error_header: Option<String>,
+    pub body: Value,
+    pub raw: Bytes,
+}
+
+impl Reply {
+    /// The error code of an error reply.
+    #[must_use]
+    pub fn code(&self) -> Option<&str> {
+        self.body.get("error").and_then(|e| e.get("code")).and_then(Value::as_str)
+    }
+
+    /// Panics with the reply unless it is a success.
+    #[must_use]
+    pub fn ok(self) -> Value {
+        assert!(self.status.is_none() && self.body.get("error").is_none(), "expected success, got {:?}", self.body);
+        self.body
+    }
+
+    /// Asserts the reply is the error `code` with the matching status header.
+    pub fn assert_error(&self, code: &str, status: u16) {
+        assert_eq!(self.code(), Some(code), "reply: {}", self.body);
+        assert_eq!(self.status, Some(status), "status header for {}", self.body);
+        assert!(self.error_header.as_deref().is_some_and(|m| !m.is_empty()), "Nats-Service-Error header missing");
+        let msg = self.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!msg.is_empty(), "error message must say what to fix");
+    }
+}
+
+/// A NATS client that sends requests as an outside user would.
+#[derive(Clone)]
+pub struct Client {
+    pub nats: async_nats::Client,
+}
+
+impl Client {
+    /// Connects.
+    ///
+    /// # Errors
+    /// NATS unreachable.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let nats = async_nats::ConnectOptions::new().request_timeout(Some(Duration::from_secs(15))).connect(url).await?;
+        Ok(Self { nats })
+    }
+
+    /// Sends raw bytes with optional headers and reads the reply.
+    ///
+    /// # Errors
+    /// No reply.
+    pub async fn request_raw(&self, subject: &str, headers: Option<async_nats::HeaderMap>, body: Bytes) -> anyhow::Result<Reply> {
+        let msg = match headers {
+            Some(h) => self.nats.request_with_headers(subject.to_string(), h, body).await?,
+            None => self.nats.request(subject.to_string(), body).await?,
+        };
+        let status = msg.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).and_then(|v| v.as_str().parse().ok());
+        let error_header = msg.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).map(|v| v.as_str().to_string());
+        let body = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
+        Ok(Reply { status, error_header, body, raw: msg.payload })
+    }
+
+    /// Sends a JSON body.
+    ///
+    /// # Errors
+    /// No reply.
+    pub async fn request(&self, subject: &str, body: &Value) -> anyhow::Result<Reply> {
+        self.request_raw(subject, None, Bytes::from(serde_json::to_vec(body)?)).await
+    }
+
+    /// Sends a JSON body with a `Nats-Msg-Id`.
+    ///
+    /// # Errors
+    /// No reply.
+    pub async fn request_with_id(&self, subject: &str, msg_id: &str, body: &Value) -> anyhow::Result<Reply> {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", msg_id);
+        self.request_raw(subject, Some(h), Bytes::from(serde_json::to_vec(body)?)).await
+    }
+
+    /// Number of messages in a stream (what was appended).
+    ///
+    /// # Errors
+    /// JetStream unreachable.
+    pub async fn stream_len(&self, stream: &str) -> anyhow::Result<u64> {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let mut s = js.get_stream(stream).await?;
+        Ok(s.info().await?.state.messages)
+    }
+}
