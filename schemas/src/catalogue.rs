@@ -99,10 +99,16 @@ pub fn render() -> Vec<(String, String)> {
         ch.insert("description".into(), json!(d.summary));
         let (rn, rs) = &d.request;
         files.insert(format!("json/{rn}.schema.json"), rs.clone());
-        ch.insert("message".into(), json!({ "$ref": format!("json/{rn}.schema.json") }));
+        ch.insert(
+            "message".into(),
+            json!({ "$ref": format!("json/{rn}.schema.json") }),
+        );
         if let Some((pn, ps)) = &d.reply {
             files.insert(format!("json/{pn}.schema.json"), ps.clone());
-            ch.insert("x-reply".into(), json!({ "$ref": format!("json/{pn}.schema.json") }));
+            ch.insert(
+                "x-reply".into(),
+                json!({ "$ref": format!("json/{pn}.schema.json") }),
+            );
         }
         channels.insert(d.subject.to_string(), Value::Object(ch));
     }

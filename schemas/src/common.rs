@@ -110,7 +110,10 @@ pub fn encode_token(id: &str) -> String {
 /// Decodes a token made by [`encode_token`]. Returns `None` for a token that is not valid UTF-8.
 #[must_use]
 pub fn decode_token(token: &str) -> Option<String> {
-    percent_decode_str(token).decode_utf8().ok().map(|s| s.into_owned())
+    percent_decode_str(token)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 /// Checks an id against the contract: 1..=256 bytes of UTF-8.
@@ -136,13 +139,23 @@ mod tests {
 
     #[test]
     fn tokens_are_valid_and_round_trip() {
-        for id in ["jane.doe@example.com", "a*b>c", "x/y z", "plain-id_1", "ünï", "%41"] {
+        for id in [
+            "jane.doe@example.com",
+            "a*b>c",
+            "x/y z",
+            "plain-id_1",
+            "ünï",
+            "%41",
+        ] {
             let t = encode_token(id);
             assert!(!t.is_empty());
             assert!(!t.contains(['.', '*', '>', ' ', '\t', '\n']), "{t}");
             assert_eq!(decode_token(&t).as_deref(), Some(id));
         }
-        assert_eq!(encode_token("jane.doe@example.com"), "jane%2Edoe%40example%2Ecom");
+        assert_eq!(
+            encode_token("jane.doe@example.com"),
+            "jane%2Edoe%40example%2Ecom"
+        );
     }
 
     #[test]

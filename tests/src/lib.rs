@@ -13,7 +13,9 @@ use std::time::Duration;
 /// Finds a program on PATH or in the usual Debian places.
 #[must_use]
 pub fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     dirs.push("/usr/sbin".into());
     dirs.push("/usr/local/sbin".into());
     if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
@@ -27,7 +29,10 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 /// A free TCP port on 127.0.0.1.
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> bool {
@@ -55,7 +60,11 @@ impl NatsServer {
     /// No nats-server binary, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut s = Self { port: free_port(), dir, child: None };
+        let mut s = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         s.restart()?;
         Ok(s)
     }
@@ -71,7 +80,8 @@ impl NatsServer {
     /// # Errors
     /// It did not start.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        let bin = find_program("nats-server").context("nats-server not found: run `make test` (it installs it)")?;
+        let bin = find_program("nats-server")
+            .context("nats-server not found: run `make test` (it installs it)")?;
         let conf = self.dir.path().join("nats.conf");
         std::fs::write(
             &conf,
@@ -81,9 +91,17 @@ impl NatsServer {
                 self.dir.path().join("js").display()
             ),
         )?;
-        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
         self.child = Some(child);
-        anyhow::ensure!(wait_for_port(self.port, Duration::from_secs(10)), "nats-server did not start");
+        anyhow::ensure!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "nats-server did not start"
+        );
         Ok(())
     }
 
@@ -112,9 +130,13 @@ pub fn admin_url() -> String {
 
 fn with_database(url: &str, db: &str) -> String {
     // Replace the path component (the database) of a postgres URL, keeping any query string.
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut out = format!("{}/{db}", &base[..host_end]);
     if let Some(q) = query {
         out.push('?');
@@ -139,8 +161,14 @@ impl TestDb {
         let name = format!("t_{}", uuid::Uuid::now_v7().simple());
         let admin_db = with_database(admin, "postgres");
         let mut conn = sqlx::PgConnection::connect_with_url(&admin_db).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
-        Ok(Self { url: with_database(admin, &name), admin: admin_db, name })
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        Ok(Self {
+            url: with_database(admin, &name),
+            admin: admin_db,
+            name,
+        })
     }
 
     /// Creates a database on the default server.
@@ -168,10 +196,19 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop the database from a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
                 if let Ok(mut c) = sqlx::PgConnection::connect_with_url(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut c).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
                 }
             });
         })
@@ -192,7 +229,10 @@ impl Services {
     /// # Errors
     /// They did not start.
     pub async fn start(config: runtime::Config, names: &[&str]) -> anyhow::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let names: Vec<String> = names.iter().map(|s| (*s).to_string()).collect();
         let (tx, rx) = tokio::sync::oneshot::channel();
         rt.spawn(async move {
@@ -205,11 +245,16 @@ impl Services {
             let _ = tx.send(result.map_err(|e| format!("{e:#}")));
             std::future::pending::<()>().await;
         });
-        let http_addr = tokio::time::timeout(Duration::from_secs(60), rx)
+        // Owned before the first `?`, so that an early return shuts the runtime down (Drop).
+        let mut me = Self {
+            rt: Some(rt),
+            http_addr: None,
+        };
+        me.http_addr = tokio::time::timeout(Duration::from_secs(60), rx)
             .await
             .context("services did not become ready in 60 s")??
             .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(Self { rt: Some(rt), http_addr })
+        Ok(me)
     }
 
     /// Kills the services: no graceful shutdown, in-flight work is lost as in a crash.
@@ -239,7 +284,10 @@ impl TestEnv {
     /// Either failed.
     pub async fn new() -> anyhow::Result<Self> {
         init_logging();
-        Ok(Self { nats: NatsServer::start()?, db: TestDb::create().await? })
+        Ok(Self {
+            nats: NatsServer::start()?,
+            db: TestDb::create().await?,
+        })
     }
 
     /// A configuration pointing at this environment.
@@ -268,7 +316,10 @@ impl TestEnv {
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_logging() {
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -287,13 +338,20 @@ impl Reply {
     /// The error code of an error reply.
     #[must_use]
     pub fn code(&self) -> Option<&str> {
-        self.body.get("error").and_then(|e| e.get("code")).and_then(Value::as_str)
+        self.body
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
     }
 
     /// Panics with the reply unless it is a success.
     #[must_use]
     pub fn ok(self) -> Value {
-        assert!(self.status.is_none() && self.body.get("error").is_none(), "expected success, got {:?}", self.body);
+        assert!(
+            self.status.is_none() && self.body.get("error").is_none(),
+            "expected success, got {:?}",
+            self.body
+        );
         self.body
     }
 
@@ -301,7 +359,10 @@ impl Reply {
     pub fn assert_error(&self, code: &str, status: u16) {
         assert_eq!(self.code(), Some(code), "reply: {}", self.body);
         assert_eq!(self.status, Some(status), "status header for {}", self.body);
-        assert!(self.error_header.as_deref().is_some_and(|m| !m.is_empty()), "Nats-Service-Error header missing");
+        assert!(
+            self.error_header.as_deref().is_some_and(|m| !m.is_empty()),
+            "Nats-Service-Error header missing"
+        );
         let msg = self.body["error"]["message"].as_str().unwrap_or_default();
         assert!(!msg.is_empty(), "error message must say what to fix");
     }
@@ -319,7 +380,10 @@ impl Client {
     /// # Errors
     /// NATS unreachable.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new().request_timeout(Some(Duration::from_secs(15))).connect(url).await?;
+        let nats = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(15)))
+            .connect(url)
+            .await?;
         Ok(Self { nats })
     }
 
@@ -327,15 +391,37 @@ impl Client {
     ///
     /// # Errors
     /// No reply.
-    pub async fn request_raw(&self, subject: &str, headers: Option<async_nats::HeaderMap>, body: Bytes) -> anyhow::Result<Reply> {
+    pub async fn request_raw(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
         let msg = match headers {
-            Some(h) => self.nats.request_with_headers(subject.to_string(), h, body).await?,
+            Some(h) => {
+                self.nats
+                    .request_with_headers(subject.to_string(), h, body)
+                    .await?
+            }
             None => self.nats.request(subject.to_string(), body).await?,
         };
-        let status = msg.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).and_then(|v| v.as_str().parse().ok());
-        let error_header = msg.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).map(|v| v.as_str().to_string());
+        let status = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error-Code"))
+            .and_then(|v| v.as_str().parse().ok());
+        let error_header = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error"))
+            .map(|v| v.as_str().to_string());
         let body = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
-        Ok(Reply { status, error_header, body, raw: msg.payload })
+        Ok(Reply {
+            status,
+            error_header,
+            body,
+            raw: msg.payload,
+        })
     }
 
     /// Sends a JSON body.
@@ -343,17 +429,24 @@ impl Client {
     /// # Errors
     /// No reply.
     pub async fn request(&self, subject: &str, body: &Value) -> anyhow::Result<Reply> {
-        self.request_raw(subject, None, Bytes::from(serde_json::to_vec(body)?)).await
+        self.request_raw(subject, None, Bytes::from(serde_json::to_vec(body)?))
+            .await
     }
 
     /// Sends a JSON body with a `Nats-Msg-Id`.
     ///
     /// # Errors
     /// No reply.
-    pub async fn request_with_id(&self, subject: &str, msg_id: &str, body: &Value) -> anyhow::Result<Reply> {
+    pub async fn request_with_id(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        body: &Value,
+    ) -> anyhow::Result<Reply> {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", msg_id);
-        self.request_raw(subject, Some(h), Bytes::from(serde_json::to_vec(body)?)).await
+        self.request_raw(subject, Some(h), Bytes::from(serde_json::to_vec(body)?))
+            .await
     }
 
     /// Number of messages in a stream (what was appended).

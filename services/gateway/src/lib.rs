@@ -15,24 +15,41 @@ use serde_json::{json, Value};
 #[must_use]
 pub fn respond(reply: JsonReply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if status.is_success() { camel_case(reply.body) } else { reply.body };
+    let body = if status.is_success() {
+        camel_case(reply.body)
+    } else {
+        reply.body
+    };
     (status, Json(body)).into_response()
 }
 
 fn bad_body(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "invalid_request", "message": message}}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": {"code": "invalid_request", "message": message}})),
+    )
+        .into_response()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|e| bad_body(format!("the body does not match the schema: {e}")))
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| bad_body(format!("the body does not match the schema: {e}")))
 }
 
 async fn get_items(State(c): State<async_nats::Client>, Path(customer): Path<String>) -> Response {
     respond(request_json(&c, "shop.query.cart", &json!({"customer_id": customer})).await)
 }
 
-async fn add_item(State(c): State<async_nats::Client>, Path((customer, item)): Path<(String, String)>, body: bytes::Bytes) -> Response {
+async fn add_item(
+    State(c): State<async_nats::Client>,
+    Path((customer, item)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> Response {
     let b: schemas::shop::HttpAddItem = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -44,7 +61,11 @@ async fn add_item(State(c): State<async_nats::Client>, Path((customer, item)): P
     respond(request_json(&c, "shop.cmd.add-item", &cmd).await)
 }
 
-async fn update_item(State(c): State<async_nats::Client>, Path((customer, item)): Path<(String, String)>, body: bytes::Bytes) -> Response {
+async fn update_item(
+    State(c): State<async_nats::Client>,
+    Path((customer, item)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> Response {
     let b: schemas::shop::HttpUpdateItem = match parse(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -53,8 +74,18 @@ async fn update_item(State(c): State<async_nats::Client>, Path((customer, item))
     respond(request_json(&c, "shop.cmd.update-item", &cmd).await)
 }
 
-async fn remove_item(State(c): State<async_nats::Client>, Path((customer, item)): Path<(String, String)>) -> Response {
-    respond(request_json(&c, "shop.cmd.remove-item", &json!({"customer_id": customer, "item_id": item})).await)
+async fn remove_item(
+    State(c): State<async_nats::Client>,
+    Path((customer, item)): Path<(String, String)>,
+) -> Response {
+    respond(
+        request_json(
+            &c,
+            "shop.cmd.remove-item",
+            &json!({"customer_id": customer, "item_id": item}),
+        )
+        .await,
+    )
 }
 
 async fn checkout(State(c): State<async_nats::Client>, Path(customer): Path<String>) -> Response {
@@ -63,20 +94,32 @@ async fn checkout(State(c): State<async_nats::Client>, Path(customer): Path<Stri
 
 async fn health(State(c): State<async_nats::Client>) -> Response {
     let r = request_json(&c, "sys.query.health", &Value::Object(Default::default())).await;
-    (StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK), Json(r.body)).into_response()
+    (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+        Json(r.body),
+    )
+        .into_response()
 }
 
 /// Every route of the gateway.
 pub fn router(client: async_nats::Client) -> Router {
     Router::new()
         .route("/items/{customer_id}", get(get_items).delete(checkout))
-        .route("/item/{customer_id}/{item_id}", post(add_item).put(update_item).delete(remove_item))
+        .route(
+            "/item/{customer_id}/{item_id}",
+            post(add_item).put(update_item).delete(remove_item),
+        )
         .route("/items/{customer_id}/{item_id}", post(add_item))
         .route("/health", get(health))
         .with_state(client.clone())
         .merge(dispatch::routes(client.clone()))
         .merge(dfs::routes(client))
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "no such route"}}))) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "not_found", "message": "no such route"}})),
+            )
+        })
 }
 
 /// Starts the gateway on `HTTP_ADDR` and returns the address it listens on.
@@ -86,7 +129,12 @@ pub fn router(client: async_nats::Client) -> Router {
 pub async fn start(ctx: &Ctx) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(&ctx.config.http_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding the gateway to HTTP_ADDR={}: {e}", ctx.config.http_addr))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding the gateway to HTTP_ADDR={}: {e}",
+                ctx.config.http_addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     let app = router(ctx.client.clone());
     tokio::spawn(async move {

@@ -16,7 +16,9 @@ pub async fn request_json(client: &async_nats::Client, subject: &str, body: &Val
         Ok(p) => p,
         Err(e) => return error(500, "internal", &e.to_string()),
     };
-    let req = async_nats::Request::new().payload(payload.into()).timeout(Some(Duration::from_secs(10)));
+    let req = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(Duration::from_secs(10)));
     match client.send_request(subject.to_string(), req).await {
         Ok(msg) => {
             let status = msg
@@ -28,12 +30,19 @@ pub async fn request_json(client: &async_nats::Client, subject: &str, body: &Val
             let body = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
             JsonReply { status, body }
         }
-        Err(e) => error(503, "unavailable", &format!("{subject} did not answer: {e}")),
+        Err(e) => error(
+            503,
+            "unavailable",
+            &format!("{subject} did not answer: {e}"),
+        ),
     }
 }
 
 fn error(status: u16, code: &str, message: &str) -> JsonReply {
-    JsonReply { status, body: serde_json::json!({"error": {"code": code, "message": message}}) }
+    JsonReply {
+        status,
+        body: serde_json::json!({"error": {"code": code, "message": message}}),
+    }
 }
 
 /// Renames every object key from `snake_case` to `camelCase`, recursively (for the REST routes).

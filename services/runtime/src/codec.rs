@@ -36,17 +36,24 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, ServiceError> {
         match self {
             Self::Json => {
-                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-                let value: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| ServiceError::invalid(format!("the body is not valid JSON: {e}")))?;
+                let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+                    b"{}"
+                } else {
+                    body
+                };
+                let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+                    ServiceError::invalid(format!("the body is not valid JSON: {e}"))
+                })?;
                 if !value.is_object() {
                     return Err(ServiceError::invalid("the body must be a JSON object"));
                 }
-                serde_json::from_value(value)
-                    .map_err(|e| ServiceError::invalid(format!("the body does not match the schema: {e}")))
+                serde_json::from_value(value).map_err(|e| {
+                    ServiceError::invalid(format!("the body does not match the schema: {e}"))
+                })
             }
-            Self::Postcard => postcard::from_bytes(body)
-                .map_err(|e| ServiceError::invalid(format!("the postcard body does not decode: {e}"))),
+            Self::Postcard => postcard::from_bytes(body).map_err(|e| {
+                ServiceError::invalid(format!("the postcard body does not decode: {e}"))
+            }),
         }
     }
 

@@ -51,7 +51,9 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let shop_shards: u32 = parse("SWITCHYARD_SHOP_SHARDS", 16)?;
         if !(1..=10_000).contains(&shop_shards) {
-            anyhow::bail!("SWITCHYARD_SHOP_SHARDS={shop_shards}: the shard count must be 1 to 10000");
+            anyhow::bail!(
+                "SWITCHYARD_SHOP_SHARDS={shop_shards}: the shard count must be 1 to 10000"
+            );
         }
         let projection_batch: usize = parse("SWITCHYARD_PROJECTION_BATCH", 500)?;
         if !(1..=10_000).contains(&projection_batch) {

@@ -2,9 +2,9 @@
 
 use crate::config::Config;
 use crate::health::Registry;
-use crate::store::{idempotency_bucket, Aggregate, EventStore, Repository};
+use crate::store::{Aggregate, EventStore, Idempotency, Repository};
 use anyhow::Context as _;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ pub struct Ctx {
     pub js: jetstream::Context,
     pub pool: PgPool,
     pub health: Registry,
-    pub idem: kv::Store,
+    pub idem: Idempotency,
 }
 
 /// Connects to NATS with the options every process uses (retry on initial connect, reconnect for ever).
@@ -40,14 +40,24 @@ impl Ctx {
     /// # Errors
     /// Either is unreachable.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let client = tokio::time::timeout(Duration::from_secs(30), connect_nats(&config.nats_url, &config.instance))
-            .await
-            .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 30 s", config.nats_url))??;
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            connect_nats(&config.nats_url, &config.instance),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 30 s", config.nats_url))??;
         let js = jetstream::new(client.clone());
         let pool = crate::db::connect(&config.database_url, Duration::from_secs(30)).await?;
         crate::db::migrate_runtime(&pool).await?;
-        let idem = idempotency_bucket(&js).await?;
-        Ok(Self { config, client, js, pool, health: Registry::default(), idem })
+        let idem = Idempotency::open(&js).await?;
+        Ok(Self {
+            config,
+            client,
+            js,
+            pool,
+            health: Registry::default(),
+            idem,
+        })
     }
 
     /// Opens (creating or updating) a context's stream.

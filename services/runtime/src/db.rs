@@ -33,7 +33,11 @@ pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<PgPool> {
 ///
 /// # Errors
 /// A migration failed or the database is unreachable.
-pub async fn migrate(pool: &PgPool, schema: &'static str, mut migrator: Migrator) -> anyhow::Result<()> {
+pub async fn migrate(
+    pool: &PgPool,
+    schema: &'static str,
+    mut migrator: Migrator,
+) -> anyhow::Result<()> {
     migrator.create_schema(schema);
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
     migrator

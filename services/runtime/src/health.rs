@@ -34,7 +34,10 @@ impl Registry {
     /// Adds a projection to a service.
     pub fn projection(&self, service: &str, handle: ProjectionHandle) {
         if let Ok(mut m) = self.inner.lock() {
-            m.entry(service.into()).or_default().projections.push(handle);
+            m.entry(service.into())
+                .or_default()
+                .projections
+                .push(handle);
         }
     }
 
@@ -48,13 +51,23 @@ impl Registry {
     /// The reply of `sys.query.health`.
     #[must_use]
     pub fn health(&self) -> Health {
-        let Ok(m) = self.inner.lock() else { return Health::default() };
+        let Ok(m) = self.inner.lock() else {
+            return Health::default();
+        };
         let mut services = BTreeMap::new();
         for (name, e) in m.iter() {
             let projections: BTreeMap<String, ProjectionHealth> = e
                 .projections
                 .iter()
-                .map(|p| (p.name().to_string(), ProjectionHealth { lag: p.lag(), parked: p.parked() }))
+                .map(|p| {
+                    (
+                        p.name().to_string(),
+                        ProjectionHealth {
+                            lag: p.lag(),
+                            parked: p.parked(),
+                        },
+                    )
+                })
                 .collect();
             let ready = e.started && e.projections.iter().all(ProjectionHandle::caught_up);
             services.insert(name.clone(), ServiceHealth { ready, projections });

@@ -39,7 +39,11 @@ pub trait Projection: Send + Sync + 'static {
     /// Unique name, used for the consumer (`proj_<name>`), the checkpoint and health.
     const NAME: &'static str;
     /// Applies events (in stream order) inside the batch's transaction.
-    fn apply(&self, tx: &mut PgConnection, events: &[Stored<Self::Event>]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Stored<Self::Event>],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
     /// Empties the read model (for a rebuild from the stream).
     fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
@@ -91,10 +95,11 @@ impl ProjectionHandle {
     }
 
     async fn db_checkpoint(&self) -> Result<u64, sqlx::Error> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1")
-            .bind(self.inner.name)
-            .fetch_optional(&self.inner.pool)
-            .await?;
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1")
+                .bind(self.inner.name)
+                .fetch_optional(&self.inner.pool)
+                .await?;
         Ok(seq.unwrap_or(0).max(0) as u64)
     }
 
@@ -102,8 +107,14 @@ impl ProjectionHandle {
     ///
     /// # Errors
     /// `unavailable` after `timeout`, naming where the projection is.
-    pub async fn wait_for(&self, min_seq: Option<u64>, timeout: Duration) -> Result<(), ServiceError> {
-        let Some(min_seq) = min_seq else { return Ok(()) };
+    pub async fn wait_for(
+        &self,
+        min_seq: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(), ServiceError> {
+        let Some(min_seq) = min_seq else {
+            return Ok(());
+        };
         if self.checkpoint() >= min_seq {
             return Ok(());
         }
@@ -112,7 +123,14 @@ impl ProjectionHandle {
         loop {
             if let Ok(seq) = self.db_checkpoint().await {
                 if seq >= min_seq {
-                    self.inner.checkpoint.send_if_modified(|c| if seq > *c { *c = seq; true } else { false });
+                    self.inner.checkpoint.send_if_modified(|c| {
+                        if seq > *c {
+                            *c = seq;
+                            true
+                        } else {
+                            false
+                        }
+                    });
                     return Ok(());
                 }
             }
@@ -142,7 +160,11 @@ fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            code.starts_with("08") || code.starts_with("57") || code.starts_with("53") || code == "40001" || code == "40P01"
+            code.starts_with("08")
+                || code.starts_with("57")
+                || code.starts_with("53")
+                || code == "40001"
+                || code == "40P01"
         }
         _ => true,
     }
@@ -152,11 +174,18 @@ fn is_transient(e: &sqlx::Error) -> bool {
 ///
 /// # Errors
 /// JetStream or PostgreSQL is not reachable at start.
-pub async fn spawn<P: Projection>(store: EventStore, pool: PgPool, p: P, batch: usize) -> anyhow::Result<ProjectionHandle> {
-    sqlx::query("INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING")
-        .bind(P::NAME)
-        .execute(&pool)
-        .await?;
+pub async fn spawn<P: Projection>(
+    store: EventStore,
+    pool: PgPool,
+    p: P,
+    batch: usize,
+) -> anyhow::Result<ProjectionHandle> {
+    sqlx::query(
+        "INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(P::NAME)
+    .execute(&pool)
+    .await?;
     let start_seq = store.last_seq().await?;
     let (tx, _) = watch::channel(0);
     let handle = ProjectionHandle {
@@ -171,8 +200,17 @@ pub async fn spawn<P: Projection>(store: EventStore, pool: PgPool, p: P, batch: 
     };
     let cp = handle.db_checkpoint().await?;
     handle.inner.checkpoint.send_replace(cp);
-    handle.inner.lag.store(start_seq.saturating_sub(cp) as i64, Ordering::Relaxed);
-    let runner = Runner { store, pool, p: Arc::new(p), batch, handle: handle.clone() };
+    handle
+        .inner
+        .lag
+        .store(start_seq.saturating_sub(cp) as i64, Ordering::Relaxed);
+    let runner = Runner {
+        store,
+        pool,
+        p: Arc::new(p),
+        batch,
+        handle: handle.clone(),
+    };
     tokio::spawn(async move { runner.run().await });
     Ok(handle)
 }
@@ -181,17 +219,31 @@ pub async fn spawn<P: Projection>(store: EventStore, pool: PgPool, p: P, batch: 
 ///
 /// # Errors
 /// PostgreSQL or JetStream unreachable.
-pub async fn rebuild<P: Projection>(store: &EventStore, pool: &PgPool, p: &P) -> anyhow::Result<()> {
+pub async fn rebuild<P: Projection>(
+    store: &EventStore,
+    pool: &PgPool,
+    p: &P,
+) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT (projection) DO UPDATE SET seq = 0, updated_at = now()")
         .bind(P::NAME)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE").bind(P::NAME).execute(&mut *tx).await?;
+    sqlx::query("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
+        .bind(P::NAME)
+        .execute(&mut *tx)
+        .await?;
     p.reset(&mut tx).await?;
-    sqlx::query("DELETE FROM runtime.dead_letters WHERE projection = $1").bind(P::NAME).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM runtime.dead_letters WHERE projection = $1")
+        .bind(P::NAME)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    let stream = store.jetstream().get_stream(store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stream = store
+        .jetstream()
+        .get_stream(store.name())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     match stream.delete_consumer(&consumer_name(P::NAME)).await {
         Ok(_) => {}
         Err(e) => tracing::info!(error = %e, "no consumer to delete"),
@@ -216,7 +268,12 @@ enum Outcome {
 
 impl<P: Projection> Runner<P> {
     async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-        let stream = self.store.jetstream().get_stream(self.store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stream = self
+            .store
+            .jetstream()
+            .get_stream(self.store.name())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let name = consumer_name(P::NAME);
         stream
             .get_or_create_consumer(
@@ -286,8 +343,13 @@ impl<P: Projection> Runner<P> {
 
     async fn process(&self, mut batch: Vec<jetstream::Message>) {
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
-        let lag = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending).unwrap_or(0);
-        let span = tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len());
+        let lag = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.pending)
+            .unwrap_or(0);
+        let span =
+            tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len());
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.commit(&batch).instrument(span.clone()).await {
@@ -308,10 +370,12 @@ impl<P: Projection> Runner<P> {
     /// One attempt at committing a batch. Acks (or naks) the messages once the outcome is known.
     async fn commit(&self, batch: &[jetstream::Message]) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let cp: i64 = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(P::NAME)
-            .fetch_one(&mut *tx)
-            .await?;
+        let cp: i64 = sqlx::query_scalar(
+            "SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(P::NAME)
+        .fetch_one(&mut *tx)
+        .await?;
         let mut next = cp.max(0) as u64 + 1;
         let mut take: Vec<&jetstream::Message> = Vec::new();
         let mut covered: Vec<&jetstream::Message> = Vec::new();
@@ -333,7 +397,13 @@ impl<P: Projection> Runner<P> {
         for m in &take {
             let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
             match decode_event::<P::Event>(&m.payload) {
-                Ok((meta, event)) => events.push(Stored { seq, subject: m.subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event }),
+                Ok((meta, event)) => events.push(Stored {
+                    seq,
+                    subject: m.subject.to_string(),
+                    id: meta.id,
+                    occurred_at: meta.occurred_at,
+                    event,
+                }),
                 Err(reason) => poison.push((seq, *m, reason)),
             }
         }
@@ -344,19 +414,32 @@ impl<P: Projection> Runner<P> {
                     return Ok(Outcome::Retry(e));
                 }
                 // Find the event(s) at fault: apply one at a time, parking what fails.
-                sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await?;
+                sqlx::query("ROLLBACK TO SAVEPOINT batch")
+                    .execute(&mut *tx)
+                    .await?;
                 for (i, ev) in events.iter().enumerate() {
                     sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
                     if let Err(e) = self.p.apply(&mut tx, std::slice::from_ref(ev)).await {
                         if is_transient(&e) {
                             return Ok(Outcome::Retry(e));
                         }
-                        sqlx::query("ROLLBACK TO SAVEPOINT one").execute(&mut *tx).await?;
-                        if let Some(m) = take.iter().find(|m| m.info().map(|i| i.stream_sequence).ok() == Some(ev.seq)) {
-                            poison.push((ev.seq, *m, format!("applying event {i} of the batch failed: {e}")));
+                        sqlx::query("ROLLBACK TO SAVEPOINT one")
+                            .execute(&mut *tx)
+                            .await?;
+                        if let Some(m) = take
+                            .iter()
+                            .find(|m| m.info().map(|i| i.stream_sequence).ok() == Some(ev.seq))
+                        {
+                            poison.push((
+                                ev.seq,
+                                *m,
+                                format!("applying event {i} of the batch failed: {e}"),
+                            ));
                         }
                     } else {
-                        sqlx::query("RELEASE SAVEPOINT one").execute(&mut *tx).await?;
+                        sqlx::query("RELEASE SAVEPOINT one")
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
             }
@@ -374,21 +457,35 @@ impl<P: Projection> Runner<P> {
         }
         let new_cp = next - 1;
         if new_cp as i64 != cp {
-            sqlx::query("UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1")
-                .bind(P::NAME)
-                .bind(new_cp as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1",
+            )
+            .bind(P::NAME)
+            .bind(new_cp as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         for m in take.iter().chain(covered.iter()) {
             let _ = m.ack().await;
         }
         for m in &later {
-            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(50)))).await;
+            let _ = m
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(50))))
+                .await;
         }
-        self.handle.inner.parked.fetch_add(poison.len() as i64, Ordering::Relaxed);
-        self.handle.inner.checkpoint.send_if_modified(|c| if new_cp > *c { *c = new_cp; true } else { false });
+        self.handle
+            .inner
+            .parked
+            .fetch_add(poison.len() as i64, Ordering::Relaxed);
+        self.handle.inner.checkpoint.send_if_modified(|c| {
+            if new_cp > *c {
+                *c = new_cp;
+                true
+            } else {
+                false
+            }
+        });
         Ok(Outcome::Committed)
     }
 

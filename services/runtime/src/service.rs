@@ -44,7 +44,10 @@ impl Request {
     /// A header's value.
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
     }
 
     /// The `Nats-Msg-Id` header, if any (idempotency key).
@@ -58,14 +61,23 @@ impl Request {
 #[must_use]
 pub fn error_reply(codec: Codec, err: &ServiceError) -> (async_nats::HeaderMap, Bytes) {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Service-Error-Code", err.code.status().to_string().as_str());
+    headers.insert(
+        "Nats-Service-Error-Code",
+        err.code.status().to_string().as_str(),
+    );
     // Header values cannot hold line breaks.
-    let one_line: String = err.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let one_line: String = err
+        .message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     headers.insert("Nats-Service-Error", one_line.as_str());
     if codec == Codec::Postcard {
         headers.insert("Content-Type", crate::codec::POSTCARD);
     }
-    let body = codec.encode(&err.body()).unwrap_or_else(|_| Bytes::from_static(b"{}"));
+    let body = codec
+        .encode(&err.body())
+        .unwrap_or_else(|_| Bytes::from_static(b"{}"));
     (headers, body)
 }
 
@@ -81,14 +93,21 @@ impl Endpoints {
     ///
     /// # Errors
     /// NATS is not reachable.
-    pub async fn start(client: &async_nats::Client, name: &str, description: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        client: &async_nats::Client,
+        name: &str,
+        description: &str,
+    ) -> anyhow::Result<Self> {
         let service = client
             .service_builder()
             .description(description)
             .start(name, env!("CARGO_PKG_VERSION"))
             .await
             .map_err(|e| anyhow::anyhow!("starting micro service {name}: {e}"))?;
-        Ok(Self { service: Arc::new(service), name: name.into() })
+        Ok(Self {
+            service: Arc::new(service),
+            name: name.into(),
+        })
     }
 
     /// The service's name.
@@ -114,7 +133,12 @@ impl Endpoints {
     ///
     /// # Errors
     /// NATS is not reachable.
-    pub async fn add_with_limit<R, F, Fut>(&self, subject: &str, max_body: usize, handler: F) -> anyhow::Result<()>
+    pub async fn add_with_limit<R, F, Fut>(
+        &self,
+        subject: &str,
+        max_body: usize,
+        handler: F,
+    ) -> anyhow::Result<()>
     where
         R: Serialize + Send + 'static,
         F: Fn(Request) -> Fut + Send + Sync + 'static,
@@ -130,9 +154,14 @@ impl Endpoints {
         let handler = Arc::new(handler);
         let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let service = self.name.clone();
+        // The loop owns a handle on the micro service: dropping the last one stops every endpoint.
+        let keep_alive = self.service.clone();
         tokio::spawn(async move {
+            let _keep_alive = keep_alive;
             while let Some(request) = endpoint.next().await {
-                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
                 let handler = handler.clone();
                 let span = tracing::info_span!("request", service = %service, subject = %request.message.subject);
                 tokio::spawn(

@@ -15,7 +15,7 @@
 //! de-duplication and answered from the bucket once the first one has finished.
 
 use crate::error::ServiceError;
-use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -63,8 +63,10 @@ pub struct EnvelopeMeta {
 /// # Errors
 /// A message that is not an envelope of this event type, with the reason.
 pub fn decode_event<E: DeserializeOwned>(payload: &[u8]) -> Result<(EnvelopeMeta, E), String> {
-    let meta: EnvelopeMeta = serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?;
-    let event: E = serde_json::from_slice(payload).map_err(|e| format!("unknown or malformed event: {e}"))?;
+    let meta: EnvelopeMeta =
+        serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?;
+    let event: E =
+        serde_json::from_slice(payload).map_err(|e| format!("unknown or malformed event: {e}"))?;
     Ok((meta, event))
 }
 
@@ -72,8 +74,13 @@ pub fn decode_event<E: DeserializeOwned>(payload: &[u8]) -> Result<(EnvelopeMeta
 ///
 /// # Errors
 /// The event does not serialise as `{"type", "data"}` (a bug).
-pub fn encode_event<E: Serialize>(id: uuid::Uuid, occurred_at: DateTime<Utc>, event: &E) -> Result<Bytes, ServiceError> {
-    let mut value = serde_json::to_value(event).map_err(|e| ServiceError::internal(e.to_string()))?;
+pub fn encode_event<E: Serialize>(
+    id: uuid::Uuid,
+    occurred_at: DateTime<Utc>,
+    event: &E,
+) -> Result<Bytes, ServiceError> {
+    let mut value =
+        serde_json::to_value(event).map_err(|e| ServiceError::internal(e.to_string()))?;
     let obj = value
         .as_object_mut()
         .ok_or_else(|| ServiceError::internal("event does not serialise as an object"))?;
@@ -82,7 +89,9 @@ pub fn encode_event<E: Serialize>(id: uuid::Uuid, occurred_at: DateTime<Utc>, ev
         "occurred_at".into(),
         serde_json::Value::String(occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
     );
-    serde_json::to_vec(&value).map(Bytes::from).map_err(|e| ServiceError::internal(e.to_string()))
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| ServiceError::internal(e.to_string()))
 }
 
 /// Why an append failed.
@@ -127,7 +136,11 @@ impl EventStore {
             .get_stream(name)
             .await
             .map_err(|e| anyhow::anyhow!("opening stream {name}: {e}"))?;
-        Ok(Self { js, stream, name: name.to_string() })
+        Ok(Self {
+            js,
+            stream,
+            name: name.to_string(),
+        })
     }
 
     /// The stream's name.
@@ -147,7 +160,11 @@ impl EventStore {
     /// # Errors
     /// JetStream is not reachable.
     pub async fn last_seq(&self) -> anyhow::Result<u64> {
-        let info = self.stream.get_info().await.map_err(|e| anyhow::anyhow!("stream info: {e}"))?;
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| anyhow::anyhow!("stream info: {e}"))?;
         Ok(info.state.last_sequence)
     }
 
@@ -167,11 +184,20 @@ impl EventStore {
     ///
     /// # Errors
     /// JetStream is not reachable, or a stored event does not decode (named in the message).
-    pub async fn load<E: DeserializeOwned>(&self, subject: &str) -> Result<(Vec<Stored<E>>, u64), ServiceError> {
+    pub async fn load<E: DeserializeOwned>(
+        &self,
+        subject: &str,
+    ) -> Result<(Vec<Stored<E>>, u64), ServiceError> {
         let last = match self.stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => m.sequence,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok((Vec::new(), 0)),
-            Err(e) => return Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok((Vec::new(), 0))
+            }
+            Err(e) => {
+                return Err(ServiceError::unavailable(format!(
+                    "the event store is unavailable: {e}"
+                )))
+            }
         };
         let consumer = self
             .stream
@@ -180,21 +206,33 @@ impl EventStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| ServiceError::unavailable(format!("the event store is unavailable: {e}")))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ServiceError::unavailable(format!("the event store is unavailable: {e}")))?;
+            .map_err(|e| {
+                ServiceError::unavailable(format!("the event store is unavailable: {e}"))
+            })?;
+        let mut messages = consumer.messages().await.map_err(|e| {
+            ServiceError::unavailable(format!("the event store is unavailable: {e}"))
+        })?;
         let mut out = Vec::new();
         while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), messages.next())
             .await
             .map_err(|_| ServiceError::unavailable("loading the aggregate timed out"))?
         {
-            let msg = msg.map_err(|e| ServiceError::unavailable(format!("loading the aggregate: {e}")))?;
-            let seq = msg.info().map_err(|e| ServiceError::internal(e.to_string()))?.stream_sequence;
-            let (meta, event) = decode_event::<E>(&msg.payload)
-                .map_err(|e| ServiceError::internal(format!("stored event {seq} on {subject}: {e}")))?;
-            out.push(Stored { seq, subject: subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event });
+            let msg =
+                msg.map_err(|e| ServiceError::unavailable(format!("loading the aggregate: {e}")))?;
+            let seq = msg
+                .info()
+                .map_err(|e| ServiceError::internal(e.to_string()))?
+                .stream_sequence;
+            let (meta, event) = decode_event::<E>(&msg.payload).map_err(|e| {
+                ServiceError::internal(format!("stored event {seq} on {subject}: {e}"))
+            })?;
+            out.push(Stored {
+                seq,
+                subject: subject.to_string(),
+                id: meta.id,
+                occurred_at: meta.occurred_at,
+                event,
+            });
             if seq >= last {
                 break;
             }
@@ -206,7 +244,13 @@ impl EventStore {
     ///
     /// # Errors
     /// [`AppendError::WrongLastSequence`] when another writer was first; `Unacknowledged` otherwise.
-    pub async fn append(&self, subject: &str, payload: Bytes, expected: u64, msg_id: &str) -> Result<jetstream::publish::PublishAck, AppendError> {
+    pub async fn append(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        expected: u64,
+        msg_id: &str,
+    ) -> Result<jetstream::publish::PublishAck, AppendError> {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(msg_id)
@@ -218,7 +262,9 @@ impl EventStore {
             .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
         match ack.await {
             Ok(ack) => Ok(ack),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::WrongLastSequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(AppendError::WrongLastSequence)
+            }
             Err(e) => Err(AppendError::Unacknowledged(e.to_string())),
         }
     }
@@ -227,32 +273,82 @@ impl EventStore {
     ///
     /// # Errors
     /// No ack.
-    pub async fn append_unchecked(&self, subject: &str, payload: Bytes, msg_id: &str) -> Result<jetstream::publish::PublishAck, AppendError> {
-        let msg = jetstream::message::PublishMessage::build().payload(payload).message_id(msg_id);
+    pub async fn append_unchecked(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<jetstream::publish::PublishAck, AppendError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id);
         let ack = self
             .js
             .send_publish(subject.to_string(), msg)
             .await
             .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
-        ack.await.map_err(|e| AppendError::Unacknowledged(e.to_string()))
+        ack.await
+            .map_err(|e| AppendError::Unacknowledged(e.to_string()))
     }
 }
 
-/// Opens (or creates) the idempotency bucket.
-///
-/// # Errors
-/// JetStream not reachable.
-pub async fn idempotency_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: IDEMPOTENCY_BUCKET.into(),
-        max_age: DUPLICATE_WINDOW,
-        history: 1,
-        storage: stream::StorageType::File,
-        description: "replies of commands sent with Nats-Msg-Id".into(),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the idempotency bucket: {e}"))
+/// Remembered replies of commands sent with `Nats-Msg-Id`: a stream keeping the last message per
+/// subject `switchyard.idem.<key>` for [`DUPLICATE_WINDOW`] (a key-value bucket in all but name; built on
+/// a plain stream because async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+#[derive(Clone)]
+pub struct Idempotency {
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl Idempotency {
+    /// Creates or updates the stream.
+    ///
+    /// # Errors
+    /// JetStream not reachable.
+    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+        js.create_or_update_stream(stream::Config {
+            name: IDEMPOTENCY_BUCKET.into(),
+            subjects: vec!["switchyard.idem.>".into()],
+            max_messages_per_subject: 1,
+            max_age: DUPLICATE_WINDOW,
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            description: Some("replies of commands sent with Nats-Msg-Id".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the idempotency stream: {e}"))?;
+        let stream = js
+            .get_stream(IDEMPOTENCY_BUCKET)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            js: js.clone(),
+            stream,
+        })
+    }
+
+    /// The remembered value of `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<Bytes> {
+        self.stream
+            .get_last_raw_message_by_subject(&format!("switchyard.idem.{key}"))
+            .await
+            .ok()
+            .map(|m| m.payload)
+    }
+
+    /// Remembers `value` under `key` (waits for the ack).
+    ///
+    /// # Errors
+    /// No ack.
+    pub async fn put(&self, key: &str, value: Bytes) -> anyhow::Result<()> {
+        self.js
+            .publish(format!("switchyard.idem.{key}"), value)
+            .await?
+            .await?;
+        Ok(())
+    }
 }
 
 struct Slot<A> {
@@ -271,22 +367,32 @@ enum Remembered<R> {
 /// Loads, caches and changes aggregates of one type.
 pub struct Repository<A: Aggregate> {
     store: EventStore,
-    idem: kv::Store,
+    idem: Idempotency,
     domain: String,
     cache: moka::sync::Cache<String, Arc<Mutex<Slot<A>>>>,
 }
 
 impl<A: Aggregate> Clone for Repository<A> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), idem: self.idem.clone(), domain: self.domain.clone(), cache: self.cache.clone() }
+        Self {
+            store: self.store.clone(),
+            idem: self.idem.clone(),
+            domain: self.domain.clone(),
+            cache: self.cache.clone(),
+        }
     }
 }
 
 impl<A: Aggregate> Repository<A> {
     /// A repository over `store` keeping at most `capacity` aggregates in memory.
     #[must_use]
-    pub fn new(store: EventStore, idem: kv::Store, domain: &str, capacity: u64) -> Self {
-        Self { store, idem, domain: domain.into(), cache: moka::sync::Cache::new(capacity) }
+    pub fn new(store: EventStore, idem: Idempotency, domain: &str, capacity: u64) -> Self {
+        Self {
+            store,
+            idem,
+            domain: domain.into(),
+            cache: moka::sync::Cache::new(capacity),
+        }
     }
 
     /// The event store.
@@ -297,7 +403,11 @@ impl<A: Aggregate> Repository<A> {
 
     fn slot(&self, subject: &str) -> Arc<Mutex<Slot<A>>> {
         self.cache.get_with(subject.to_string(), || {
-            Arc::new(Mutex::new(Slot { loaded: false, state: A::default(), seq: 0 }))
+            Arc::new(Mutex::new(Slot {
+                loaded: false,
+                state: A::default(),
+                seq: 0,
+            }))
         })
     }
 
@@ -335,7 +445,7 @@ impl<A: Aggregate> Repository<A> {
     }
 
     async fn remembered<R: DeserializeOwned>(&self, key: &str) -> Option<Result<R, ServiceError>> {
-        let entry = self.idem.get(key).await.ok().flatten()?;
+        let entry = self.idem.get(key).await?;
         match serde_json::from_slice::<Remembered<R>>(&entry).ok()? {
             Remembered::Ok(r) => Some(Ok(r)),
             Remembered::Err(b) => Some(Err(ServiceError::new(b.error.code, b.error.message))),
@@ -364,7 +474,13 @@ impl<A: Aggregate> Repository<A> {
     /// # Errors
     /// The decision's own error; `conflict` after [`MAX_ATTEMPTS`] lost races; `unavailable` when the
     /// store does not answer (the command may then have been stored: retry with the same msg id).
-    pub async fn execute<R, D, F>(&self, subject: &str, msg_id: Option<&str>, decide: D, reply: F) -> Result<R, ServiceError>
+    pub async fn execute<R, D, F>(
+        &self,
+        subject: &str,
+        msg_id: Option<&str>,
+        decide: D,
+        reply: F,
+    ) -> Result<R, ServiceError>
     where
         R: Serialize + DeserializeOwned,
         D: Fn(&A) -> Result<(uuid::Uuid, DateTime<Utc>, A::Event), ServiceError>,
@@ -376,14 +492,23 @@ impl<A: Aggregate> Repository<A> {
                 return r;
             }
         }
-        let result = self.execute_inner(subject, msg_id, &decide, &reply, key.as_deref()).await;
+        let result = self
+            .execute_inner(subject, msg_id, &decide, &reply, key.as_deref())
+            .await;
         if let Some(key) = &key {
             self.remember(key, &result).await;
         }
         result
     }
 
-    async fn execute_inner<R, D, F>(&self, subject: &str, msg_id: Option<&str>, decide: &D, reply: &F, key: Option<&str>) -> Result<R, ServiceError>
+    async fn execute_inner<R, D, F>(
+        &self,
+        subject: &str,
+        msg_id: Option<&str>,
+        decide: &D,
+        reply: &F,
+        key: Option<&str>,
+    ) -> Result<R, ServiceError>
     where
         R: Serialize + DeserializeOwned,
         D: Fn(&A) -> Result<(uuid::Uuid, DateTime<Utc>, A::Event), ServiceError>,
@@ -399,7 +524,11 @@ impl<A: Aggregate> Repository<A> {
             let payload = encode_event(id, at, &event)?;
             let id_text = id.to_string();
             let dedupe_id = msg_id.unwrap_or(&id_text);
-            match self.store.append(subject, payload, slot.seq, dedupe_id).await {
+            match self
+                .store
+                .append(subject, payload, slot.seq, dedupe_id)
+                .await
+            {
                 Ok(ack) if ack.duplicate => {
                     // The same Nats-Msg-Id was stored by a concurrent request: answer as it did.
                     slot.loaded = false;

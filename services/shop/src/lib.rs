@@ -1,10 +1,297 @@
-//! Shopping carts on a sharded DHT (contract section 3).
-use runtime::Ctx;
+//! Shopping carts on a sharded distributed hash table (contract section 3).
+//!
+//! - [`domain`]: the cart aggregate, pure `decide` / `apply`, `hash_key` and the shard function.
+//! - [`wire`]: conversions to the wire types in `schemas::shop`.
+//! - [`projection`]: the DHT read model in PostgreSQL schema `shop`.
+//! - this module: the NATS endpoints (micro service `shop`) and queries.
+//!
+//! Events go to stream `SHOP` on `shop.events.cart.<customer token>` (see `schemas::encode_token`).
+
+pub mod domain;
+pub mod projection;
+pub mod wire;
+
+use chrono::Utc;
+use domain::{Cart, Command};
+use projection::DhtProjection;
+use runtime::projector::ProjectionHandle;
+use runtime::service::{Endpoints, Request};
+use runtime::store::Repository;
+use runtime::{Ctx, ServiceError};
+use schemas::shop as w;
+use std::sync::Arc;
+
+/// Stream of the shop context.
+pub const STREAM: &str = "SHOP";
+/// Subject prefix of cart events.
+pub const EVENTS: &str = "shop.events.cart";
+
+/// The event subject of a customer's cart.
+#[must_use]
+pub fn cart_subject(customer_id: &str) -> String {
+    format!("{EVENTS}.{}", schemas::encode_token(customer_id))
+}
+
+struct Shop {
+    carts: Repository<Cart>,
+    dht: ProjectionHandle,
+    pool: sqlx::PgPool,
+    shards: u32,
+    wait: std::time::Duration,
+}
+
+impl Shop {
+    async fn command(
+        &self,
+        req: &Request,
+        cmd: Command,
+    ) -> Result<(Cart, domain::Event, u64), ServiceError> {
+        let now = Utc::now();
+        let order_id = uuid::Uuid::now_v7();
+        let subject = cart_subject(cmd.customer_id());
+        // The reply is computed from (state after, event, seq); both reply shapes are derived below.
+        let (cart, event, seq): (CartSnapshot, domain::Event, u64) = self
+            .carts
+            .execute(
+                &subject,
+                req.msg_id(),
+                |cart| {
+                    let e = domain::decide(cart, &cmd, now, order_id)?;
+                    Ok((uuid::Uuid::now_v7(), now, e))
+                },
+                |cart, event, seq| (CartSnapshot::of(cart), event.clone(), seq),
+            )
+            .await?;
+        Ok((cart.into_cart(), event, seq))
+    }
+
+    async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
+        let customer = cmd.customer_id().to_string();
+        let (cart, _, seq) = self.command(req, cmd).await?;
+        Ok(wire::cart(&customer, &cart, seq))
+    }
+
+    async fn read_cart(&self, key: &str) -> Result<Option<w::Cart>, ServiceError> {
+        let value: Option<serde_json::Value> =
+            sqlx::query_scalar("SELECT value FROM shop.dht WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
+}
+
+/// The cart as remembered for idempotent replies (serialisable).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CartSnapshot(
+    Vec<(
+        String,
+        i64,
+        domain::Money,
+        Option<domain::Money>,
+        Option<chrono::DateTime<Utc>>,
+    )>,
+);
+
+impl CartSnapshot {
+    fn of(c: &Cart) -> Self {
+        Self(
+            c.lines
+                .iter()
+                .map(|l| {
+                    (
+                        l.item_id.clone(),
+                        l.count,
+                        l.offered,
+                        l.sale,
+                        l.sale_expiration,
+                    )
+                })
+                .collect(),
+        )
+    }
+    fn into_cart(self) -> Cart {
+        Cart {
+            lines: self
+                .0
+                .into_iter()
+                .map(
+                    |(item_id, count, offered, sale, sale_expiration)| domain::Line {
+                        item_id,
+                        count,
+                        offered,
+                        sale,
+                        sale_expiration,
+                    },
+                )
+                .collect(),
+        }
+    }
+}
+
+/// Starts the shop: stream, migrations, the DHT projection, the endpoints.
+///
+/// # Errors
+/// A dependency is unreachable.
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+    let store = ctx.event_store("shop", STREAM).await?;
+    runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
+    let shards = ctx.config.shop_shards;
+    reshard(&ctx.pool, shards).await?;
+    let dht = runtime::projector::spawn(
+        store.clone(),
+        ctx.pool.clone(),
+        DhtProjection { shards },
+        ctx.config.projection_batch,
+    )
+    .await?;
+    ctx.health.projection("shop", dht.clone());
+    let shop = Arc::new(Shop {
+        carts: ctx.repository::<Cart>(&store, "shop"),
+        dht,
+        pool: ctx.pool.clone(),
+        shards,
+        wait: ctx.config.min_seq_wait,
+    });
+    let ep = Endpoints::start(&ctx.client, "shop", "shopping carts on a sharded DHT").await?;
+
+    let s = shop.clone();
+    ep.add("shop.cmd.add-item", move |req| {
+        let s = s.clone();
+        async move {
+            let cmd = Command::add_item(&req.decode::<w::AddItem>()?)?;
+            s.cart_reply(&req, cmd).await
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.cmd.update-item", move |req| {
+        let s = s.clone();
+        async move {
+            let cmd = Command::update_item(&req.decode::<w::UpdateItem>()?)?;
+            s.cart_reply(&req, cmd).await
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.cmd.remove-item", move |req| {
+        let s = s.clone();
+        async move {
+            let cmd = Command::remove_item(&req.decode::<w::RemoveItem>()?)?;
+            s.cart_reply(&req, cmd).await
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.cmd.checkout", move |req| {
+        let s = s.clone();
+        async move {
+            let cmd = Command::checkout(&req.decode::<w::Checkout>()?)?;
+            let (_, event, seq) = s.command(&req, cmd).await?;
+            wire::checkout(&event, seq)
+                .ok_or_else(|| ServiceError::internal("checkout appended another event"))
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.query.cart", move |req| {
+        let s = s.clone();
+        async move {
+            let q: w::CartQuery = req.decode()?;
+            schemas::check_id("customer_id", &q.customer_id).map_err(ServiceError::invalid)?;
+            s.dht.wait_for(q.min_seq, s.wait).await?;
+            Ok(s.read_cart(&q.customer_id).await?.unwrap_or(w::Cart {
+                customer_id: q.customer_id,
+                items: vec![],
+                seq: 0,
+            }))
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.query.dht-get", move |req| {
+        let s = s.clone();
+        async move {
+            let q: w::DhtGet = req.decode()?;
+            schemas::check_id("key", &q.key).map_err(ServiceError::invalid)?;
+            s.dht.wait_for(q.min_seq, s.wait).await?;
+            let hash_key = domain::hash_key(&q.key);
+            let value = s.read_cart(&q.key).await?;
+            Ok(w::DhtGetReply {
+                shard: domain::shard_of(hash_key, s.shards),
+                key: q.key,
+                hash_key,
+                value,
+            })
+        }
+    })
+    .await?;
+    let s = shop.clone();
+    ep.add("shop.query.dht-stats", move |req| {
+        let s = s.clone();
+        async move {
+            let q: w::DhtStats = req.decode()?;
+            s.dht.wait_for(q.min_seq, s.wait).await?;
+            let rows: Vec<(i32, i64)> =
+                sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
+                    .fetch_all(&s.pool)
+                    .await?;
+            let mut keys_per_shard = vec![0u64; s.shards as usize];
+            for (shard, n) in rows {
+                if let Some(slot) = keys_per_shard.get_mut(shard as usize) {
+                    *slot = n as u64;
+                }
+            }
+            Ok(w::DhtStatsReply {
+                shards: s.shards,
+                keys_per_shard,
+            })
+        }
+    })
+    .await?;
     ctx.health.started("shop");
     Ok(())
 }
-/// Rebuilds the named projection if it belongs to shop.
-pub async fn rebuild(_ctx: &Ctx, _name: &str) -> anyhow::Result<bool> {
-    Ok(false)
+
+/// Recomputes every key's shard when the configured shard count changed since the last run.
+async fn reshard(pool: &sqlx::PgPool, shards: u32) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let stored: Option<i32> = sqlx::query_scalar("SELECT shards FROM shop.dht_meta FOR UPDATE")
+        .fetch_optional(&mut *tx)
+        .await?;
+    if stored != Some(shards as i32) {
+        tracing::info!(from = ?stored, to = shards, "re-sharding the DHT");
+        sqlx::query("UPDATE shop.dht SET shard = (hash_key % $1)::int")
+            .bind(i64::from(shards))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO shop.dht_meta (id, shards) VALUES (TRUE, $1) ON CONFLICT (id) DO UPDATE SET shards = EXCLUDED.shards")
+            .bind(shards as i32)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `switchyard projections rebuild <name>` for the shop's projections. Returns false for another name.
+///
+/// # Errors
+/// A dependency is unreachable.
+pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
+    use runtime::projector::Projection as _;
+    if name != DhtProjection::NAME {
+        return Ok(false);
+    }
+    let store = ctx.event_store("shop", STREAM).await?;
+    runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
+    runtime::projector::rebuild(
+        &store,
+        &ctx.pool,
+        &DhtProjection {
+            shards: ctx.config.shop_shards,
+        },
+    )
+    .await?;
+    Ok(true)
 }

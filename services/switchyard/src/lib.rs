@@ -20,11 +20,9 @@ pub fn select(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
     names
         .iter()
         .map(|n| {
-            SERVICES
-                .iter()
-                .copied()
-                .find(|s| s == n)
-                .ok_or_else(|| anyhow::anyhow!("unknown service {n:?}; known: {}", SERVICES.join(", ")))
+            SERVICES.iter().copied().find(|s| s == n).ok_or_else(|| {
+                anyhow::anyhow!("unknown service {n:?}; known: {}", SERVICES.join(", "))
+            })
         })
         .collect()
 }
@@ -60,6 +58,8 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
         tracing::info!(service = s, "started");
     }
     ctx.health.wait_ready().await;
+    // Make sure the server has every subscription before anyone is told we are ready.
+    ctx.client.flush().await?;
     runtime::health::announce_ready(&ctx.client).await?;
     tracing::info!(services = ?services, "ready");
     Ok(Running { ctx, http_addr })
@@ -74,9 +74,11 @@ pub async fn projections(args: Vec<String>) -> anyhow::Result<()> {
     let ctx = Ctx::connect(config).await?;
     match args.first().map(String::as_str) {
         Some("list") => {
-            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT projection, seq FROM runtime.checkpoints ORDER BY projection")
-                .fetch_all(&ctx.pool)
-                .await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT projection, seq FROM runtime.checkpoints ORDER BY projection",
+            )
+            .fetch_all(&ctx.pool)
+            .await?;
             for (name, seq) in rows {
                 println!("{name}\t{seq}");
             }
@@ -85,7 +87,10 @@ pub async fn projections(args: Vec<String>) -> anyhow::Result<()> {
         Some("rebuild") => {
             let name = args.get(1).map(String::as_str).unwrap_or_default();
             let done = shop::rebuild(&ctx, name).await?;
-            anyhow::ensure!(done, "unknown projection {name:?}: see `switchyard projections list`");
+            anyhow::ensure!(
+                done,
+                "unknown projection {name:?}: see `switchyard projections list`"
+            );
             println!("projection {name} reset; running services replay it from the first event");
             Ok(())
         }

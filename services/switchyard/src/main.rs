@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Event-sourced control plane on NATS")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Event-sourced control plane on NATS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,11 @@ async fn real_main() -> anyhow::Result<()> {
             let config = runtime::Config::from_env()?;
             let selected = switchyard::select(&services)?;
             let running = switchyard::start(config.clone(), &selected).await?;
-            println!("switchyard ready: services {} on {}", selected.join(", "), config.nats_url);
+            println!(
+                "switchyard ready: services {} on {}",
+                selected.join(", "),
+                config.nats_url
+            );
             if let Some(addr) = running.http_addr {
                 println!("gateway: http://{addr}");
             }
@@ -79,7 +87,9 @@ async fn real_main() -> anyhow::Result<()> {
         Command::Status => {
             let config = runtime::Config::from_env()?;
             let client = runtime::ctx::connect_nats(&config.nats_url, "switchyard-cli").await?;
-            let r = runtime::client::request_json(&client, "sys.query.health", &serde_json::json!({})).await;
+            let r =
+                runtime::client::request_json(&client, "sys.query.health", &serde_json::json!({}))
+                    .await;
             println!("{}", serde_json::to_string_pretty(&r.body)?);
             Ok(())
         }

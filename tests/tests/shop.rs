@@ -1,0 +1,463 @@
+//! shop end to end, through NATS and HTTP as a client: every subject of contract section 3.
+
+use e2e::{Client, TestEnv};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn add(customer: &str, item: &str, count: i64, price: f64) -> Value {
+    json!({"customer_id": customer, "item_id": item, "offered_price": price, "item_count": count,
+           "special_sale": null, "sale_expiration": null})
+}
+
+async fn cart_at(c: &Client, customer: &str, seq: u64) -> Value {
+    c.request(
+        "shop.query.cart",
+        &json!({"customer_id": customer, "min_seq": seq}),
+    )
+    .await
+    .unwrap()
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_and_query_round_trips() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    for customer in ["jane.doe@example.com", "a*b>c", "x/y z", "plain"] {
+        let r = c
+            .request("shop.cmd.add-item", &add(customer, "apple.red", 2, 1.25))
+            .await?
+            .ok();
+        assert_eq!(r["customer_id"], customer);
+        assert_eq!(r["items"][0]["item_id"], "apple.red");
+        assert_eq!(r["items"][0]["item_count"], 2);
+        assert_eq!(r["items"][0]["offered_price"], 1.25);
+        assert!(r["seq"].as_u64().unwrap() > 0);
+        let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let r = c
+            .request(
+                "shop.cmd.add-item",
+                &json!({"customer_id": customer, "item_id": "pear", "offered_price": 3.0,
+                "item_count": 1, "special_sale": 2.5, "sale_expiration": until}),
+            )
+            .await?
+            .ok();
+        assert_eq!(r["items"].as_array().unwrap().len(), 2);
+        let r = c
+            .request("shop.cmd.add-item", &add(customer, "apple.red", 3, 1.5))
+            .await?
+            .ok();
+        assert_eq!(
+            r["items"][0]["item_count"], 5,
+            "adding again adds to the count"
+        );
+        assert_eq!(
+            r["items"][0]["offered_price"], 1.5,
+            "and takes the new price"
+        );
+        let r = c
+            .request(
+                "shop.cmd.update-item",
+                &json!({"customer_id": customer, "item_id": "apple.red", "new_count": 4}),
+            )
+            .await?
+            .ok();
+        assert_eq!(r["items"][0]["item_count"], 4);
+        let seq = r["seq"].as_u64().unwrap();
+        let q = cart_at(&c, customer, seq).await;
+        assert_eq!(
+            q["items"], r["items"],
+            "the read model agrees with the command reply"
+        );
+        let d = c
+            .request(
+                "shop.query.dht-get",
+                &json!({"key": customer, "min_seq": seq}),
+            )
+            .await?
+            .ok();
+        assert_eq!(d["key"], customer);
+        assert_eq!(d["value"]["items"], r["items"]);
+        assert_eq!(
+            d["shard"].as_u64().unwrap(),
+            d["hash_key"].as_u64().unwrap() % 16
+        );
+        let r = c
+            .request("shop.cmd.checkout", &json!({"customer_id": customer}))
+            .await?
+            .ok();
+        assert_eq!(r["customer_id"], customer);
+        assert!(r["order_id"].as_str().is_some_and(|s| !s.is_empty()));
+        let lines = r["items"].as_array().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            json!({"item_id": "apple.red", "item_count": 4, "unit_price": 1.5})
+        );
+        assert_eq!(
+            lines[1],
+            json!({"item_id": "pear", "item_count": 1, "unit_price": 2.5}),
+            "the running sale price"
+        );
+        assert_eq!(r["total"], 8.5);
+        let seq = r["seq"].as_u64().unwrap();
+        assert_eq!(
+            cart_at(&c, customer, seq).await["items"],
+            json!([]),
+            "the cart is then empty"
+        );
+        let d = c
+            .request(
+                "shop.query.dht-get",
+                &json!({"key": customer, "min_seq": seq}),
+            )
+            .await?
+            .ok();
+        assert_eq!(d["value"], Value::Null);
+    }
+    // remove-item
+    let r = c
+        .request("shop.cmd.add-item", &add("rm", "a", 1, 1.0))
+        .await?
+        .ok();
+    assert_eq!(r["items"].as_array().unwrap().len(), 1);
+    let r = c
+        .request(
+            "shop.cmd.remove-item",
+            &json!({"customer_id": "rm", "item_id": "a"}),
+        )
+        .await?
+        .ok();
+    assert_eq!(r["items"], json!([]));
+    // the unknown customer has an empty cart
+    let q = c
+        .request("shop.query.cart", &json!({"customer_id": "nobody"}))
+        .await?
+        .ok();
+    assert_eq!(q, json!({"customer_id": "nobody", "items": [], "seq": 0}));
+    // dht-stats
+    let s = c
+        .request("shop.query.dht-stats", &json!({"min_seq": r["seq"]}))
+        .await?
+        .ok();
+    assert_eq!(s["shards"], 16);
+    let keys: u64 = s["keys_per_shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        keys, 1,
+        "only the cart of `rm` (emptied, not checked out) is still stored"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_codes_append_nothing_and_the_service_keeps_answering() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    c.request("shop.cmd.add-item", &add("e", "a", 1, 1.0))
+        .await?
+        .ok();
+    let before = c.stream_len("SHOP").await?;
+    let raw = |s: &'static str| bytes::Bytes::from_static(s.as_bytes());
+    let cases: Vec<(&str, bytes::Bytes, &str, u16)> = vec![
+        ("shop.cmd.add-item", raw("not json"), "invalid_request", 400),
+        ("shop.cmd.add-item", raw("[1,2]"), "invalid_request", 400),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "offered_price": "1", "item_count": 1}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "offered_price": 1}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "offered_price": 1, "item_count": -2}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "offered_price": -1, "item_count": 2}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "offered_price": 1, "item_count": 1.5}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(r#"{"customer_id": "", "item_id": "a", "offered_price": 1, "item_count": 1}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.add-item",
+            raw(
+                r#"{"customer_id": "e", "item_id": "a", "offered_price": 1, "item_count": 1, "bogus": 1}"#,
+            ),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.update-item",
+            raw(r#"{"customer_id": "e", "item_id": "a", "new_count": -1}"#),
+            "invalid_request",
+            400,
+        ),
+        (
+            "shop.cmd.update-item",
+            raw(r#"{"customer_id": "e", "item_id": "zzz", "new_count": 1}"#),
+            "not_found",
+            404,
+        ),
+        (
+            "shop.cmd.remove-item",
+            raw(r#"{"customer_id": "e", "item_id": "zzz"}"#),
+            "not_found",
+            404,
+        ),
+        (
+            "shop.cmd.checkout",
+            raw(r#"{"customer_id": "empty"}"#),
+            "conflict",
+            409,
+        ),
+        ("shop.cmd.checkout", raw(r#"{}"#), "invalid_request", 400),
+        (
+            "shop.query.cart",
+            raw(r#"{"customer_id": 5}"#),
+            "invalid_request",
+            400,
+        ),
+        ("shop.query.dht-get", raw(r#"{}"#), "invalid_request", 400),
+        (
+            "shop.cmd.add-item",
+            bytes::Bytes::from(vec![b' '; 2 * 1024 * 1024]),
+            "payload_too_large",
+            413,
+        ),
+    ];
+    for (subject, body, code, status) in cases {
+        let r = c.request_raw(subject, None, body.clone()).await?;
+        r.assert_error(code, status);
+    }
+    let long = "x".repeat(257);
+    c.request("shop.cmd.add-item", &add(&long, "a", 1, 1.0))
+        .await?
+        .assert_error("invalid_request", 400);
+    assert_eq!(
+        c.stream_len("SHOP").await?,
+        before,
+        "a rejected command appends nothing"
+    );
+    // still answering
+    c.request("shop.cmd.add-item", &add("e", "b", 1, 1.0))
+        .await?
+        .ok();
+    // min_seq that never comes: unavailable after the wait
+    let cfg_wait = c
+        .request(
+            "shop.query.cart",
+            &json!({"customer_id": "e", "min_seq": 1_000_000}),
+        )
+        .await?;
+    cfg_wait.assert_error("unavailable", 503);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_adds_to_one_cart_leave_fifty_items() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.request(
+                "shop.cmd.add-item",
+                &add("busy", &format!("item-{i}"), 1, 1.0),
+            )
+            .await
+        }));
+    }
+    let mut max_seq = 0;
+    for t in tasks {
+        let r = t.await??.ok();
+        max_seq = max_seq.max(r["seq"].as_u64().unwrap());
+    }
+    let q = cart_at(&c, "busy", max_seq).await;
+    assert_eq!(q["items"].as_array().unwrap().len(), 50);
+    assert_eq!(c.stream_len("SHOP").await?, 50);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_msg_id_twice_appends_once_and_replies_the_same() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let first = c
+        .request_with_id("shop.cmd.add-item", "req-1", &add("idem", "a", 1, 1.0))
+        .await?
+        .ok();
+    let again = c
+        .request_with_id("shop.cmd.add-item", "req-1", &add("idem", "a", 1, 1.0))
+        .await?
+        .ok();
+    assert_eq!(first, again);
+    assert_eq!(c.stream_len("SHOP").await?, 1);
+    // a remove sent twice: the second gets the first reply, not not_found
+    let r1 = c
+        .request_with_id(
+            "shop.cmd.remove-item",
+            "req-2",
+            &json!({"customer_id": "idem", "item_id": "a"}),
+        )
+        .await?
+        .ok();
+    let r2 = c
+        .request_with_id(
+            "shop.cmd.remove-item",
+            "req-2",
+            &json!({"customer_id": "idem", "item_id": "a"}),
+        )
+        .await?
+        .ok();
+    assert_eq!(r1, r2);
+    // concurrent duplicates
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.request_with_id("shop.cmd.add-item", "req-3", &add("idem", "b", 2, 1.0))
+                .await
+        }));
+    }
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await??.ok());
+    }
+    assert!(replies.windows(2).all(|w| w[0] == w[1]), "{replies:?}");
+    assert_eq!(c.stream_len("SHOP").await?, 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postcard_bodies_get_postcard_replies() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let cmd = schemas::shop::AddItem {
+        customer_id: "pc".into(),
+        item_id: "a".into(),
+        offered_price: 2.5,
+        item_count: 3,
+        special_sale: None,
+        sale_expiration: None,
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Content-Type", "application/postcard");
+    let msg = c
+        .nats
+        .request_with_headers(
+            "shop.cmd.add-item",
+            h.clone(),
+            postcard::to_stdvec(&cmd)?.into(),
+        )
+        .await?;
+    let cart: schemas::shop::Cart = postcard::from_bytes(&msg.payload)?;
+    assert_eq!(cart.items[0].item_count, 3);
+    assert_eq!(cart.items[0].offered_price, 2.5);
+    // an error in postcard
+    let msg = c
+        .nats
+        .request_with_headers(
+            "shop.cmd.checkout",
+            h,
+            postcard::to_stdvec(&schemas::shop::Checkout {
+                customer_id: "none".into(),
+            })?
+            .into(),
+        )
+        .await?;
+    let err: schemas::ErrorBody = postcard::from_bytes(&msg.payload)?;
+    assert_eq!(err.error.code, schemas::ErrorCode::Conflict);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_of_the_original_service() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let svc = env.services(&["shop", "gateway"]).await?;
+    let base = format!("http://{}", svc.http_addr.unwrap());
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{base}/item/jea-265/036000291459")).json(&json!({"offeredPrice": 50, "itemCount": 6, "specialSale": null, "saleExpiration": null})).send().await?;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await?;
+    assert_eq!(v["customerId"], "jea-265");
+    assert_eq!(v["items"][0]["itemCount"], 6);
+    let r = http
+        .post(format!("{base}/items/jea-265/other"))
+        .json(&json!({"unitCount": 2, "offeredPrice": 10}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "the alias with unitCount");
+    let r = http
+        .put(format!("{base}/item/jea-265/036000291459"))
+        .json(&json!({"newCount": 3}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let seq = r.json::<Value>().await?["seq"].as_u64().unwrap();
+    let r = http
+        .delete(format!("{base}/item/jea-265/other"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let r = http
+        .put(format!("{base}/item/jea-265/nope"))
+        .json(&json!({"newCount": 3}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!("{base}/item/jea-265/x"))
+        .body("not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    // wait for the projection, then list
+    let c = env.client().await?;
+    let _ = cart_at(&c, "jea-265", seq + 1).await;
+    let v: Value = http
+        .get(format!("{base}/items/jea-265"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["itemCount"], 3);
+    let r = http.delete(format!("{base}/items/jea-265")).send().await?;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await?;
+    assert_eq!(v["total"], 150.0);
+    let r = http.delete(format!("{base}/items/jea-265")).send().await?;
+    assert_eq!(r.status(), 409, "checkout of an empty cart");
+    let _ = Duration::from_secs(0);
+    Ok(())
+}
