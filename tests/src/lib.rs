@@ -60,13 +60,19 @@ impl NatsServer {
     /// No nats-server binary, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut s = Self {
-            port: free_port(),
-            dir,
-            child: None,
-        };
-        s.restart()?;
-        Ok(s)
+        let mut s = Self { port: free_port(), dir, child: None };
+        // Another test may take the same free port between our probe and the server's bind: then
+        // the server exits at once, and we try another port.
+        for _ in 0..5 {
+            s.restart()?;
+            std::thread::sleep(Duration::from_millis(30));
+            if s.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
+                return Ok(s);
+            }
+            s.stop();
+            s.port = free_port();
+        }
+        anyhow::bail!("nats-server did not stay up")
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -345,7 +351,6 @@ impl Reply {
     }
 
     /// Panics with the reply unless it is a success.
-    #[must_use]
     pub fn ok(self) -> Value {
         assert!(
             self.status.is_none() && self.body.get("error").is_none(),
@@ -457,5 +462,110 @@ impl Client {
         let js = async_nats::jetstream::new(self.nats.clone());
         let mut s = js.get_stream(stream).await?;
         Ok(s.info().await?.state.messages)
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temp dir), so a test can stop and start it.
+pub struct PgCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PgCluster {
+    fn run_as_owner(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let path = self.bin.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        let out = cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+        anyhow::ensure!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
+    /// Creates and starts a cluster on a free port.
+    ///
+    /// # Errors
+    /// No PostgreSQL binaries, or it did not start.
+    pub fn start() -> anyhow::Result<Self> {
+        let initdb = find_program("initdb").context("initdb not found: run `make test` (it installs PostgreSQL)")?;
+        let bin = initdb.parent().map(PathBuf::from).unwrap_or_default();
+        let dir = tempfile::tempdir()?;
+        if is_root() {
+            let _ = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status();
+        }
+        let me = Self { port: free_port(), dir, bin };
+        let data = me.data();
+        me.run_as_owner("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])?;
+        me.resume()?;
+        Ok(me)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    #[must_use]
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (`-m immediate`, like a crash).
+    ///
+    /// # Errors
+    /// pg_ctl failed.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.run_as_owner("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Starts it again.
+    ///
+    /// # Errors
+    /// pg_ctl failed.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k /tmp -c fsync=off", self.port);
+        let log = self.dir.path().join("pg.log").display().to_string();
+        self.run_as_owner("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"])
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+impl Client {
+    /// Sends a JSON command with a `Nats-Msg-Id` until it gets a reply (no responders, timeouts and
+    /// `unavailable` are retried), as a careful client does across a crash.
+    ///
+    /// # Errors
+    /// No success within `deadline`.
+    pub async fn command_until_done(&self, subject: &str, msg_id: &str, body: &Value, deadline: Duration) -> anyhow::Result<Value> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", msg_id);
+            let req = async_nats::Request::new().headers(h).payload(Bytes::from(serde_json::to_vec(body)?)).timeout(Some(Duration::from_secs(2)));
+            if let Ok(msg) = self.nats.send_request(subject.to_string(), req).await {
+                let v: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
+                match v.get("error").and_then(|e| e.get("code")).and_then(Value::as_str) {
+                    None => return Ok(v),
+                    Some("unavailable") => {}
+                    Some(_) => anyhow::bail!("{subject} rejected: {v}"),
+                }
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < until, "{subject} {msg_id} not done in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

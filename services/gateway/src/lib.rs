@@ -31,14 +31,14 @@ fn bad_body(message: String) -> Response {
         .into_response()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
     serde_json::from_slice(body)
-        .map_err(|e| bad_body(format!("the body does not match the schema: {e}")))
+        .map_err(|e| Box::new(bad_body(format!("the body does not match the schema: {e}"))))
 }
 
 async fn get_items(State(c): State<async_nats::Client>, Path(customer): Path<String>) -> Response {
@@ -52,7 +52,7 @@ async fn add_item(
 ) -> Response {
     let b: schemas::shop::HttpAddItem = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cmd = json!({
         "customer_id": customer, "item_id": item, "offered_price": b.offered_price,
@@ -68,7 +68,7 @@ async fn update_item(
 ) -> Response {
     let b: schemas::shop::HttpUpdateItem = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let cmd = json!({"customer_id": customer, "item_id": item, "new_count": b.new_count});
     respond(request_json(&c, "shop.cmd.update-item", &cmd).await)

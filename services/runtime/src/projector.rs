@@ -152,6 +152,28 @@ impl ProjectionHandle {
     }
 }
 
+/// Pulls up to `n` messages into `out`, waiting at most `expires` (the server ends the pull then; a pull
+/// lost in a server restart never ends, so the client also gives up a little later).
+async fn pull_into(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    n: usize,
+    expires: Duration,
+    out: &mut Vec<jetstream::Message>,
+) -> anyhow::Result<()> {
+    let mut msgs = consumer
+        .batch()
+        .max_messages(n)
+        .expires(expires)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+    let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, msgs.next()).await {
+        out.push(m.map_err(|e| anyhow::anyhow!("pull: {e}"))?);
+    }
+    Ok(())
+}
+
 fn consumer_name(name: &str) -> String {
     format!("proj_{name}")
 }
@@ -293,66 +315,60 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn run(self) {
+        let mut consumer = None;
+        let mut backoff = Duration::from_millis(100);
         loop {
-            let consumer = match self.consumer().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot open the consumer; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let messages = match consumer
-                .stream()
-                .max_messages_per_batch(self.batch)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot pull; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let mut chunks = messages.ready_chunks(self.batch);
-            while let Some(chunk) = chunks.next().await {
-                let mut batch = Vec::with_capacity(chunk.len());
-                let mut broken = false;
-                for m in chunk {
-                    match m {
-                        Ok(m) => batch.push(m),
-                        Err(e) => {
-                            tracing::warn!(projection = P::NAME, error = %e, "pull error");
-                            broken = true;
-                        }
+            if consumer.is_none() {
+                match self.consumer().await {
+                    Ok(c) => consumer = Some(c),
+                    Err(e) => {
+                        tracing::warn!(projection = P::NAME, error = %e, "cannot open the consumer; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
                     }
                 }
-                if !batch.is_empty() {
-                    self.process(batch).await;
-                }
-                if broken {
-                    break;
+            }
+            let Some(c) = consumer.as_ref() else { continue };
+            match self.round(c).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "projection round failed; retrying");
+                    consumer = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    async fn process(&self, mut batch: Vec<jetstream::Message>) {
+    /// One round: take the checkpoint lock, wait (up to a second) for the next message, fetch what
+    /// else is pending, apply and commit, then release the lock. Only the lock holder has a pull
+    /// open, so several processes share the batches of one consumer and still apply them in stream
+    /// order; the others wait on the lock as standbys.
+    async fn round(&self, consumer: &jetstream::consumer::Consumer<pull::Config>) -> anyhow::Result<usize> {
+        let (tx, cp) = match self.lock().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(projection = P::NAME, error = %e, "PostgreSQL unavailable; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok(0);
+            }
+        };
+        let mut batch = Vec::with_capacity(self.batch);
+        pull_into(consumer, 1, Duration::from_secs(1), &mut batch).await?;
+        let Some(pending) = batch.first().and_then(|m| m.info().ok()).map(|i| i.pending) else {
+            return Ok(0);
+        };
+        let more = (pending as usize).min(self.batch - 1);
+        if more > 0 {
+            pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
+        }
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
-        let lag = batch
-            .last()
-            .and_then(|m| m.info().ok())
-            .map(|i| i.pending)
-            .unwrap_or(0);
-        let span =
-            tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len());
+        let span = tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len(), from = cp + 1);
+        let mut attempt = self.commit(tx, cp, &batch).instrument(span.clone()).await;
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.commit(&batch).instrument(span.clone()).await {
+            match attempt {
                 Ok(Outcome::Committed) => break,
                 Ok(Outcome::Retry(e)) | Err(e) => {
                     tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
@@ -361,21 +377,30 @@ impl<P: Projection> Runner<P> {
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt = match self.lock().await {
+                        Ok((tx, cp)) => self.commit(tx, cp, &batch).instrument(span.clone()).await,
+                        Err(e) => Err(e),
+                    };
                 }
             }
         }
+        let lag = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending).unwrap_or(0);
         self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
+        Ok(batch.len())
+    }
+
+    /// Opens a transaction holding the projection's checkpoint row.
+    async fn lock(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i64), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let cp: i64 = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(P::NAME)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((tx, cp))
     }
 
     /// One attempt at committing a batch. Acks (or naks) the messages once the outcome is known.
-    async fn commit(&self, batch: &[jetstream::Message]) -> Result<Outcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let cp: i64 = sqlx::query_scalar(
-            "SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE",
-        )
-        .bind(P::NAME)
-        .fetch_one(&mut *tx)
-        .await?;
+    async fn commit(&self, mut tx: sqlx::Transaction<'static, sqlx::Postgres>, cp: i64, batch: &[jetstream::Message]) -> Result<Outcome, sqlx::Error> {
         let mut next = cp.max(0) as u64 + 1;
         let mut take: Vec<&jetstream::Message> = Vec::new();
         let mut covered: Vec<&jetstream::Message> = Vec::new();
@@ -468,6 +493,9 @@ impl<P: Projection> Runner<P> {
         tx.commit().await?;
         for m in take.iter().chain(covered.iter()) {
             let _ = m.ack().await;
+        }
+        if !later.is_empty() {
+            tracing::debug!(projection = P::NAME, next, held_back = later.len(), "events after a hole handed back");
         }
         for m in &later {
             let _ = m

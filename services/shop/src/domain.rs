@@ -74,7 +74,7 @@ pub enum ShopError {
 }
 
 /// One line of a cart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub item_id: String,
     pub count: i64,
@@ -96,7 +96,7 @@ impl Line {
 }
 
 /// The cart: lines in the order they were first added.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cart {
     pub lines: Vec<Line>,
 }

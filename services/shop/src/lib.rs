@@ -50,7 +50,7 @@ impl Shop {
         let order_id = uuid::Uuid::now_v7();
         let subject = cart_subject(cmd.customer_id());
         // The reply is computed from (state after, event, seq); both reply shapes are derived below.
-        let (cart, event, seq): (CartSnapshot, domain::Event, u64) = self
+        let (cart, event, seq): (Cart, domain::Event, u64) = self
             .carts
             .execute(
                 &subject,
@@ -59,10 +59,10 @@ impl Shop {
                     let e = domain::decide(cart, &cmd, now, order_id)?;
                     Ok((uuid::Uuid::now_v7(), now, e))
                 },
-                |cart, event, seq| (CartSnapshot::of(cart), event.clone(), seq),
+                |cart, event, seq| (cart.clone(), event.clone(), seq),
             )
             .await?;
-        Ok((cart.into_cart(), event, seq))
+        Ok((cart, event, seq))
     }
 
     async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
@@ -78,54 +78,6 @@ impl Shop {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(value.and_then(|v| serde_json::from_value(v).ok()))
-    }
-}
-
-/// The cart as remembered for idempotent replies (serialisable).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CartSnapshot(
-    Vec<(
-        String,
-        i64,
-        domain::Money,
-        Option<domain::Money>,
-        Option<chrono::DateTime<Utc>>,
-    )>,
-);
-
-impl CartSnapshot {
-    fn of(c: &Cart) -> Self {
-        Self(
-            c.lines
-                .iter()
-                .map(|l| {
-                    (
-                        l.item_id.clone(),
-                        l.count,
-                        l.offered,
-                        l.sale,
-                        l.sale_expiration,
-                    )
-                })
-                .collect(),
-        )
-    }
-    fn into_cart(self) -> Cart {
-        Cart {
-            lines: self
-                .0
-                .into_iter()
-                .map(
-                    |(item_id, count, offered, sale, sale_expiration)| domain::Line {
-                        item_id,
-                        count,
-                        offered,
-                        sale,
-                        sale_expiration,
-                    },
-                )
-                .collect(),
-        }
     }
 }
 

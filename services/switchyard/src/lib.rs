@@ -58,8 +58,14 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
         tracing::info!(service = s, "started");
     }
     ctx.health.wait_ready().await;
-    // Make sure the server has every subscription before anyone is told we are ready.
+    // Make sure the server has every subscription before anyone is told we are ready: `flush` only
+    // writes the buffer, but a request on this connection is processed after every SUB sent before
+    // it, so its reply is a barrier.
     ctx.client.flush().await?;
+    ctx.client
+        .request("sys.query.health", bytes::Bytes::from_static(b"{}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("own health endpoint did not answer: {e}"))?;
     runtime::health::announce_ready(&ctx.client).await?;
     tracing::info!(services = ?services, "ready");
     Ok(Running { ctx, http_addr })

@@ -1,0 +1,258 @@
+//! `make bench`: the benchmark program (not a test). Starts its own nats-server (like the tests) and
+//! creates its own databases on `DATABASE_URL`'s server, runs the services in-process, and prints
+//! Markdown tables. Every figure is measured in this run; aims are stated as ratios against raw
+//! baselines measured in the same run.
+//!
+//! Settings: `SWITCHYARD_BENCH_REPS` (default 100), `SWITCHYARD_BENCH_SHARDS` (default
+//! `1,10,100,1000,10000`), `SWITCHYARD_BENCH_ONLY` (comma list of sections: shop,dispatch,engine,cluster,dfs).
+
+use anyhow::Context as _;
+use e2e::{Client, NatsServer, Services, TestDb};
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::future::IntoFuture as _;
+use std::time::{Duration, Instant};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+struct Baselines {
+    rr_us: f64,
+    pub_us: f64,
+    pub_expected_us: f64,
+    pub64_rate: f64,
+}
+
+async fn baselines(nats: &async_nats::Client, n: usize) -> anyhow::Result<Baselines> {
+    // request-reply against an echo responder
+    let mut sub = nats.subscribe("bench.echo").await?;
+    let responder = nats.clone();
+    let echo = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    let payload = bytes::Bytes::from(vec![b'x'; 180]);
+    let mut rr = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        nats.request("bench.echo", payload.clone()).await?;
+        rr.push(us(t.elapsed()));
+    }
+    echo.abort();
+    let js = async_nats::jetstream::new(nats.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH".into(),
+        subjects: vec!["bench.js.>".into()],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut p1 = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        js.publish(format!("bench.js.one.{}", i % 100), payload.clone()).await?.await?;
+        p1.push(us(t.elapsed()));
+    }
+    let mut pe = Vec::with_capacity(n);
+    let mut last = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(uuid::Uuid::now_v7().to_string())
+            .expected_last_subject_sequence(last);
+        let ack = js.send_publish("bench.js.expected", msg).await?.await?;
+        last = ack.sequence;
+        pe.push(us(t.elapsed()));
+    }
+    let total = 20 * n;
+    let t = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..total {
+        if inflight.len() >= 64 {
+            inflight.next().await.context("ack")??;
+        }
+        let ack = js.publish(format!("bench.js.many.{}", i % 1000), payload.clone()).await?;
+        inflight.push(ack.into_future());
+    }
+    while let Some(a) = inflight.next().await {
+        a?;
+    }
+    let pub64_rate = total as f64 / t.elapsed().as_secs_f64();
+    Ok(Baselines { rr_us: median(&mut rr), pub_us: median(&mut p1), pub_expected_us: median(&mut pe), pub64_rate })
+}
+
+fn add(customer: &str, item: &str) -> serde_json::Value {
+    json!({"customer_id": customer, "item_id": item, "offered_price": 9.99, "item_count": 1, "special_sale": null, "sale_expiration": null})
+}
+
+async fn shop_section(out: &mut String) -> anyhow::Result<()> {
+    let reps: usize = env_or("SWITCHYARD_BENCH_REPS", 100);
+    let shards: Vec<u32> = std::env::var("SWITCHYARD_BENCH_SHARDS")
+        .unwrap_or_else(|_| "1,10,100,1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let nats = NatsServer::start()?;
+    let client = Client::connect(&nats.url()).await?;
+    let b = baselines(&client.nats, 2000).await?;
+    let budget_us = 100.0 * (b.rr_us + b.pub_expected_us);
+    writeln!(out, "## shop\n")?;
+    writeln!(out, "Raw baselines (same run, same machine):\n")?;
+    writeln!(out, "| baseline | figure |\n|---|---|")?;
+    writeln!(out, "| NATS request-reply round trip, p50 | {:.0} us |", b.rr_us)?;
+    writeln!(out, "| JetStream acked publish, 1 in flight, p50 | {:.0} us |", b.pub_us)?;
+    writeln!(out, "| JetStream acked publish with expected-sequence header, 1 in flight, p50 | {:.0} us |", b.pub_expected_us)?;
+    writeln!(out, "| JetStream acked publish, 64 in flight | {:.0} msg/s |", b.pub64_rate)?;
+    writeln!(out, "\nAdd 100 products one after another, then check out 100 products, through NATS (request, durable append, reply); medians over {reps} repetitions. Budget for adding 100 = 1.3 x 100 x (request-reply + acked publish with expected sequence) = {:.1} ms.\n", 1.3 * budget_us / 1000.0)?;
+    writeln!(out, "| shards | add 100 (ms) | add 100 / (100 x raw) | checkout 100 (us) | original add 100 (ms) | original checkout (us) |\n|---|---|---|---|---|---|")?;
+    let original = [(1u32, 95.619, 1067), (10, 94.262, 1053), (100, 94.381, 1151), (1000, 92.164, 1062), (10000, 91.372, 1226)];
+    let mut adds = Vec::new();
+    let mut last_db = None;
+    let mut last_svc = None;
+    for &n in &shards {
+        let db = TestDb::create().await?;
+        let mut cfg = runtime::Config::for_urls(&nats.url(), &db.url);
+        cfg.shop_shards = n;
+        let svc = Services::start(cfg, &["shop"]).await?;
+        let mut add_ms = Vec::new();
+        let mut co_us = Vec::new();
+        for r in 0..reps {
+            let customer = format!("bench-{n}-{r}");
+            let t = Instant::now();
+            for i in 0..100 {
+                client.request("shop.cmd.add-item", &add(&customer, &format!("item-{i}"))).await?.ok();
+            }
+            add_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            let v = client.request("shop.cmd.checkout", &json!({"customer_id": customer})).await?.ok();
+            co_us.push(us(t.elapsed()));
+            anyhow::ensure!(v["items"].as_array().map(Vec::len) == Some(100), "checkout of 100 products");
+        }
+        let a = median(&mut add_ms);
+        let c = median(&mut co_us);
+        adds.push(a);
+        let (oa, oc) = original.iter().find(|o| o.0 == n).map_or((f64::NAN, 0), |o| (o.1, o.2));
+        writeln!(out, "| {n} | {a:.1} | {:.2} | {c:.0} | {oa:.1} | {oc} |", a * 1000.0 / budget_us)?;
+        last_db = Some(db);
+        last_svc = Some(svc);
+    }
+    let flat = adds.iter().cloned().fold(0.0, f64::max) / adds.iter().cloned().fold(f64::MAX, f64::min);
+    writeln!(out, "\nFlatness across shard counts (slowest / fastest add 100): {flat:.2}\n")?;
+    drop(last_svc);
+    drop(last_db);
+
+    // Command throughput: 64 concurrent clients.
+    let db = TestDb::create().await?;
+    let svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
+    let total = env_or("SWITCHYARD_BENCH_THROUGHPUT_COMMANDS", 20_000usize);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..total / 64 {
+                c.request("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 10), &format!("i-{i}"))).await?.ok();
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (total / 64 * 64) as f64 / t.elapsed().as_secs_f64();
+    writeln!(out, "| throughput | figure | ratio |\n|---|---|---|")?;
+    writeln!(out, "| shop commands, 64 concurrent clients | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", rate / b.pub64_rate)?;
+
+    // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
+    let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
+    let mut vis = Vec::new();
+    let mut lags = Vec::new();
+    let interval = Duration::from_secs_f64(16.0 / steady as f64);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let c = client.clone();
+        workers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            let mut vis = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let r = c.request("shop.cmd.add-item", &add(&format!("steady-{w}-{}", i % 20), &format!("s-{i}"))).await?.ok();
+                if i.is_multiple_of(20) {
+                    let t = Instant::now();
+                    c.request("shop.query.cart", &json!({"customer_id": format!("steady-{w}-{}", i % 20), "min_seq": r["seq"]})).await?.ok();
+                    vis.push(us(t.elapsed()));
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(vis)
+        }));
+    }
+    while Instant::now() < deadline {
+        let h = client.request("sys.query.health", &json!({})).await?.body;
+        if let Some(l) = h["services"]["shop"]["projections"]["shop_dht"]["lag"].as_f64() {
+            lags.push(l);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in workers {
+        vis.extend(w.await??);
+    }
+    writeln!(out, "| read-model visibility after a command at {steady} cmd/s (query with min_seq), p50 / p99 | {:.0} us / {:.0} us | |", pct(&mut vis.clone(), 0.5), pct(&mut vis, 0.99))?;
+    writeln!(out, "| projection lag sampled every 100 ms at {steady} cmd/s, median / max | {:.0} / {:.0} events | |", median(&mut lags.clone()), lags.iter().cloned().fold(0.0, f64::max))?;
+    drop(svc);
+    drop(db);
+
+    // Projection throughput: replay the whole SHOP stream into a fresh database.
+    let events = client.stream_len("SHOP").await?;
+    let db = TestDb::create().await?;
+    let t = Instant::now();
+    let svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
+    let secs = t.elapsed().as_secs_f64();
+    writeln!(out, "| projection replay into PostgreSQL ({events} events, start-up included) | {:.0} events/s | |", events as f64 / secs)?;
+    drop(svc);
+    drop(db);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let only: Option<Vec<String>> = std::env::var("SWITCHYARD_BENCH_ONLY").ok().map(|s| s.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    let mut out = String::from("# Switchyard benchmarks\n\nCommand: `make bench` (release build; services in-process beside the clients, on one nats-server and PostgreSQL of this machine).\n\n");
+    if wanted("shop") {
+        if let Err(e) = shop_section(&mut out).await {
+            writeln!(out, "shop section failed: {e:#}")?;
+        }
+    }
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The runtime under faults and scale-out, through the shop context: two processes sharing work, a
+//! crash in the middle of a stream of commands, nats-server restarted, PostgreSQL stopped.
+
+use e2e::{Client, PgCluster, Services, TestDb, TestEnv};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn add(customer: &str, item: &str) -> Value {
+    json!({"customer_id": customer, "item_id": item, "offered_price": 1.0, "item_count": 1,
+           "special_sale": null, "sale_expiration": null})
+}
+
+/// Sends `n` adds (item i of cart i % carts), `par` at a time, each with its own msg id, retried
+/// until done. Returns the highest seq.
+async fn send_adds(c: &Client, prefix: &str, n: usize, carts: usize, par: usize) -> anyhow::Result<u64> {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(par));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let c = c.clone();
+        let permit = sem.clone().acquire_owned().await?;
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let _p = permit;
+            let body = add(&format!("cart-{}", i % carts), &format!("{prefix}-{i}"));
+            c.command_until_done("shop.cmd.add-item", &format!("{prefix}-{i}"), &body, Duration::from_secs(60)).await
+        }));
+    }
+    let mut max = 0;
+    for t in tasks {
+        max = max.max(t.await??["seq"].as_u64().unwrap_or(0));
+    }
+    Ok(max)
+}
+
+/// Every cart's items as the read model has them, once it has projected `seq`.
+async fn read_model(c: &Client, carts: usize, seq: u64) -> anyhow::Result<BTreeMap<String, Vec<(String, i64)>>> {
+    let mut out = BTreeMap::new();
+    for i in 0..carts {
+        let id = format!("cart-{i}");
+        let v = c.request("shop.query.cart", &json!({"customer_id": id, "min_seq": seq})).await?.ok();
+        let mut items: Vec<(String, i64)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["item_id"].as_str().unwrap().to_string(), i["item_count"].as_i64().unwrap()))
+            .collect();
+        items.sort();
+        out.insert(id, items);
+    }
+    Ok(out)
+}
+
+fn expected(prefixes: &[(&str, usize)], carts: usize) -> BTreeMap<String, Vec<(String, i64)>> {
+    let mut out: BTreeMap<String, Vec<(String, i64)>> = (0..carts).map(|i| (format!("cart-{i}"), vec![])).collect();
+    for (prefix, n) in prefixes {
+        for i in 0..*n {
+            out.get_mut(&format!("cart-{}", i % carts)).unwrap().push((format!("{prefix}-{i}"), 1));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_commands_and_projection_and_agree() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _a = env.services(&["shop"]).await?;
+    let _b = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let seq = send_adds(&c, "two", 400, 7, 32).await?;
+    assert_eq!(read_model(&c, 7, seq).await?, expected(&[("two", 400)], 7));
+    assert_eq!(c.stream_len("SHOP").await?, 400);
+    // Both processes answered commands: collect $SRV.STATS replies from every instance.
+    let inbox = c.nats.new_inbox();
+    let mut sub = c.nats.subscribe(inbox.clone()).await?;
+    c.nats.publish_with_reply("$SRV.STATS.shop", inbox, "".into()).await?;
+    let mut served = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut sub)).await {
+        let v: Value = serde_json::from_slice(&m.payload)?;
+        let n: u64 = v["endpoints"].as_array().unwrap().iter().map(|e| e["num_requests"].as_u64().unwrap_or(0)).sum();
+        served.push(n);
+    }
+    assert_eq!(served.len(), 2, "two shop instances answer $SRV.STATS");
+    assert!(served.iter().all(|n| *n > 0), "both instances served commands: {served:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_loses_nothing_and_counts_nothing_twice() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut first = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let sender = {
+        let c = c.clone();
+        tokio::spawn(async move { send_adds(&c, "crash", 300, 5, 8).await })
+    };
+    // Let part of the stream through, then crash the service and start a new one.
+    while c.stream_len("SHOP").await.unwrap_or(0) < 80 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill();
+    let _second = env.services(&["shop"]).await?;
+    let seq = sender.await??;
+    assert_eq!(c.stream_len("SHOP").await?, 300, "each command appended exactly once");
+    assert_eq!(read_model(&c, 5, seq).await?, expected(&[("crash", 300)], 5));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_nats_loses_no_acknowledged_event() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let seq = send_adds(&c, "before", 100, 4, 8).await?;
+    assert_eq!(read_model(&c, 4, seq).await?, expected(&[("before", 100)], 4));
+    env.nats.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.nats.restart()?;
+    let c = env.client().await?;
+    assert_eq!(c.stream_len("SHOP").await?, 100, "every acknowledged event survived");
+    let seq = send_adds(&c, "after", 100, 4, 8).await?;
+    assert_eq!(c.stream_len("SHOP").await?, 200);
+    assert_eq!(read_model(&c, 4, seq).await?, expected(&[("before", 100), ("after", 100)], 4));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_append_while_postgres_is_down_and_projections_catch_up() -> anyhow::Result<()> {
+    e2e::init_logging();
+    let pg = PgCluster::start()?;
+    let db = TestDb::create_on(&pg.admin_url()).await?;
+    let nats = e2e::NatsServer::start()?;
+    let _svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
+    let c = Client::connect(&nats.url()).await?;
+    send_adds(&c, "up", 50, 3, 8).await?;
+    pg.stop()?;
+    // Commands still append: the command side needs only JetStream.
+    let seq = send_adds(&c, "down", 100, 3, 8).await?;
+    assert_eq!(c.stream_len("SHOP").await?, 150);
+    let q = c.request("shop.query.cart", &json!({"customer_id": "cart-0", "min_seq": seq})).await?;
+    assert_eq!(q.code(), Some("unavailable"), "queries say the read model is unavailable: {}", q.body);
+    pg.resume()?;
+    assert_eq!(read_model(&c, 3, seq).await?, expected(&[("up", 50), ("down", 100)], 3));
+    drop(db);
+    Ok(())
+}
