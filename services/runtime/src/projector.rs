@@ -115,9 +115,8 @@ impl ProjectionHandle {
         let Some(min_seq) = min_seq else {
             return Ok(());
         };
-        if self.checkpoint() >= min_seq {
-            return Ok(());
-        }
+        // The checkpoint in PostgreSQL is the truth (another process may have moved it, and a rebuild
+        // moves it back), so no shortcut through this process's copy.
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.inner.checkpoint.subscribe();
         loop {
@@ -134,9 +133,7 @@ impl ProjectionHandle {
                     return Ok(());
                 }
             }
-            if *rx.borrow_and_update() >= min_seq {
-                return Ok(());
-            }
+            rx.borrow_and_update();
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Err(ServiceError::unavailable(format!(
@@ -289,29 +286,44 @@ enum Outcome {
 }
 
 impl<P: Projection> Runner<P> {
-    async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-        let stream = self
-            .store
-            .jetstream()
-            .get_stream(self.store.name())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    fn consumer_config(&self, from: u64) -> pull::Config {
         let name = consumer_name(P::NAME);
-        stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_ack_pending: 20_000,
-                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                    description: Some(format!("projection {}", P::NAME)),
-                    ..Default::default()
-                },
-            )
+        pull::Config {
+            durable_name: Some(name),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: 20_000,
+            deliver_policy: if from <= 1 {
+                jetstream::consumer::DeliverPolicy::All
+            } else {
+                jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: from }
+            },
+            description: Some(format!("projection {}", P::NAME)),
+            ..Default::default()
+        }
+    }
+
+    /// Opens the projection's durable consumer. The checkpoint in PostgreSQL is the truth: a consumer
+    /// that has already acknowledged events past it (the database was replaced or restored) is made
+    /// again from the checkpoint, so nothing is skipped.
+    async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self.store.jetstream().get_stream(self.store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = consumer_name(P::NAME);
+        let cp = self.handle.db_checkpoint().await?;
+        let mut consumer = stream
+            .get_or_create_consumer(&name, self.consumer_config(cp + 1))
             .await
-            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))
+            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+        let floor = consumer.info().await.map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?.ack_floor.stream_sequence;
+        if floor > cp {
+            tracing::warn!(projection = P::NAME, checkpoint = cp, ack_floor = floor, "the consumer is ahead of the read model; replaying from the checkpoint");
+            let _ = stream.delete_consumer(&name).await;
+            consumer = stream
+                .create_consumer(self.consumer_config(cp + 1))
+                .await
+                .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+        }
+        Ok(consumer)
     }
 
     async fn run(self) {
@@ -354,6 +366,9 @@ impl<P: Projection> Runner<P> {
                 return Ok(0);
             }
         };
+        // Keep this process's copy in step (it goes back after a rebuild).
+        let known = cp.max(0) as u64;
+        self.handle.inner.checkpoint.send_if_modified(|c| if *c != known { *c = known; true } else { false });
         let mut batch = Vec::with_capacity(self.batch);
         pull_into(consumer, 1, Duration::from_secs(1), &mut batch).await?;
         let Some(pending) = batch.first().and_then(|m| m.info().ok()).map(|i| i.pending) else {

@@ -181,13 +181,13 @@ impl Endpoints {
                                 payload: message.payload.clone(),
                                 codec,
                             };
-                            // Run the handler as its own task so that a panic becomes `internal`.
-                            let fut = handler(req);
-                            match tokio::spawn(fut.in_current_span()).await {
+                            // A panic in the handler becomes `internal`; the endpoint goes on.
+                            let fut = std::panic::AssertUnwindSafe(handler(req));
+                            match futures::FutureExt::catch_unwind(fut).await {
                                 Ok(Ok(value)) => codec.encode(&value),
                                 Ok(Err(e)) => Err(e),
-                                Err(join) => {
-                                    tracing::error!(error = %join, "handler panicked");
+                                Err(_) => {
+                                    tracing::error!("handler panicked");
                                     Err(ServiceError::internal("the handler failed unexpectedly; this is a bug"))
                                 }
                             }

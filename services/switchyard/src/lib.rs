@@ -76,7 +76,14 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
 /// # Errors
 /// Unknown projection, or a dependency is unreachable.
 pub async fn projections(args: Vec<String>) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    projections_with(Config::from_env()?, args).await
+}
+
+/// [`projections`] with an explicit configuration.
+///
+/// # Errors
+/// Unknown projection, or a dependency is unreachable.
+pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Result<()> {
     let ctx = Ctx::connect(config).await?;
     match args.first().map(String::as_str) {
         Some("list") => {
