@@ -370,11 +370,16 @@ impl<P: Projection> Runner<P> {
         let known = cp.max(0) as u64;
         self.handle.inner.checkpoint.send_if_modified(|c| if *c != known { *c = known; true } else { false });
         let mut batch = Vec::with_capacity(self.batch);
-        pull_into(consumer, 1, Duration::from_secs(1), &mut batch).await?;
-        let Some(pending) = batch.first().and_then(|m| m.info().ok()).map(|i| i.pending) else {
+        // Under load the last batch said how many more are pending: ask for that many at once (the
+        // pull completes as soon as it is filled). When idle, wait for one, then take the rest.
+        let known_pending = self.handle.lag().clamp(0, self.batch as i64) as usize;
+        let first = known_pending.max(1);
+        pull_into(consumer, first, Duration::from_secs(1), &mut batch).await?;
+        let Some(pending) = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending) else {
+            self.handle.inner.lag.store(0, Ordering::Relaxed);
             return Ok(0);
         };
-        let more = (pending as usize).min(self.batch - 1);
+        let more = (pending as usize).min(self.batch.saturating_sub(batch.len()));
         if more > 0 {
             pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
         }
