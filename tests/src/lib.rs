@@ -454,6 +454,24 @@ impl Client {
             .await
     }
 
+    /// Sends a JSON command and returns only its `seq` (parses no more of the reply than that).
+    ///
+    /// # Errors
+    /// No reply, or an error reply.
+    pub async fn command_seq(&self, subject: &str, body: &Value) -> anyhow::Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            #[serde(default)]
+            seq: u64,
+            #[serde(default)]
+            error: Option<serde::de::IgnoredAny>,
+        }
+        let msg = self.nats.request(subject.to_string(), Bytes::from(serde_json::to_vec(body)?)).await?;
+        let r: Seq = serde_json::from_slice(&msg.payload)?;
+        anyhow::ensure!(r.error.is_none(), "{subject}: {}", String::from_utf8_lossy(&msg.payload));
+        Ok(r.seq)
+    }
+
     /// Number of messages in a stream (what was appended).
     ///
     /// # Errors

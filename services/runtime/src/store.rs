@@ -79,19 +79,22 @@ pub fn encode_event<E: Serialize>(
     occurred_at: DateTime<Utc>,
     event: &E,
 ) -> Result<Bytes, ServiceError> {
-    let mut value =
-        serde_json::to_value(event).map_err(|e| ServiceError::internal(e.to_string()))?;
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| ServiceError::internal("event does not serialise as an object"))?;
-    obj.insert("id".into(), serde_json::Value::String(id.to_string()));
-    obj.insert(
-        "occurred_at".into(),
-        serde_json::Value::String(occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-    );
-    serde_json::to_vec(&value)
+    /// The envelope, written in one pass (the event adds `type` and `data`).
+    #[derive(Serialize)]
+    struct Envelope<'a, E> {
+        id: uuid::Uuid,
+        occurred_at: String,
+        #[serde(flatten)]
+        event: &'a E,
+    }
+    let env = Envelope {
+        id,
+        occurred_at: occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        event,
+    };
+    serde_json::to_vec(&env)
         .map(Bytes::from)
-        .map_err(|e| ServiceError::internal(e.to_string()))
+        .map_err(|e| ServiceError::internal(format!("event does not serialise as {{type, data}}: {e}")))
 }
 
 /// Why an append failed.
@@ -166,6 +169,18 @@ impl EventStore {
             .await
             .map_err(|e| anyhow::anyhow!("stream info: {e}"))?;
         Ok(info.state.last_sequence)
+    }
+
+    /// The stream sequence of the last event on `subject` (0 when there is none).
+    ///
+    /// # Errors
+    /// `unavailable` when JetStream does not answer.
+    pub async fn last_seq_of(&self, subject: &str) -> Result<u64, ServiceError> {
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+        }
     }
 
     /// Whether the message with stream sequence `seq` exists.
@@ -423,6 +438,12 @@ impl<A: Aggregate> Repository<A> {
         Ok(())
     }
 
+    /// Forgets the cached state of `subject`: the next command on it loads it from the store (for a
+    /// caller that found the cache behind the stream, e.g. written by another process).
+    pub fn forget(&self, subject: &str) {
+        self.cache.invalidate(subject);
+    }
+
     /// The current state of an aggregate and its last sequence (from the cache when known).
     ///
     /// # Errors
@@ -567,5 +588,36 @@ impl<A: Aggregate> Repository<A> {
         Err(ServiceError::conflict(format!(
             "too many concurrent writers on {subject}: gave up after {MAX_ATTEMPTS} attempts; retry"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Ev {
+        Happened { what: String, n: i64 },
+        Nothing,
+    }
+
+    #[test]
+    fn events_are_envelopes_and_round_trip() {
+        let id = uuid::Uuid::now_v7();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z").unwrap().with_timezone(&Utc);
+        let bytes = encode_event(id, at, &Ev::Happened { what: "x.y".into(), n: 3 }).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["id"], id.to_string());
+        assert_eq!(v["type"], "Happened");
+        assert_eq!(v["occurred_at"], "2026-11-23T10:00:00.123456Z");
+        assert_eq!(v["data"], serde_json::json!({"what": "x.y", "n": 3}));
+        let (meta, ev) = decode_event::<Ev>(&bytes).unwrap();
+        assert_eq!(meta.id, id);
+        assert_eq!(meta.occurred_at, at);
+        assert_eq!(ev, Ev::Happened { what: "x.y".into(), n: 3 });
+        assert!(decode_event::<Ev>(b"garbage").is_err());
+        let unknown = br#"{"id":"0190c3c0-0000-7000-8000-000000000000","type":"Other","occurred_at":"2026-01-01T00:00:00Z","data":{}}"#;
+        assert!(decode_event::<Ev>(unknown).unwrap_err().contains("unknown"));
     }
 }

@@ -41,17 +41,17 @@ struct Shop {
 }
 
 impl Shop {
-    async fn command(
-        &self,
-        req: &Request,
-        cmd: Command,
-    ) -> Result<(Cart, domain::Event, u64), ServiceError> {
+    /// Runs a command on its cart; `reply` builds the answer from the state after the event.
+    async fn command<R, F>(&self, req: &Request, cmd: Command, reply: F) -> Result<R, ServiceError>
+    where
+        R: serde::Serialize + serde::de::DeserializeOwned,
+        F: Fn(&str, &Cart, &domain::Event, u64) -> R,
+    {
         let now = Utc::now();
         let order_id = uuid::Uuid::now_v7();
         let subject = cart_subject(cmd.customer_id());
-        // The reply is computed from (state after, event, seq); both reply shapes are derived below.
-        let (cart, event, seq): (Cart, domain::Event, u64) = self
-            .carts
+        let customer = cmd.customer_id().to_string();
+        self.carts
             .execute(
                 &subject,
                 req.msg_id(),
@@ -59,16 +59,13 @@ impl Shop {
                     let e = domain::decide(cart, &cmd, now, order_id)?;
                     Ok((uuid::Uuid::now_v7(), now, e))
                 },
-                |cart, event, seq| (cart.clone(), event.clone(), seq),
+                |cart, event, seq| reply(&customer, cart, event, seq),
             )
-            .await?;
-        Ok((cart, event, seq))
+            .await
     }
 
     async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
-        let customer = cmd.customer_id().to_string();
-        let (cart, _, seq) = self.command(req, cmd).await?;
-        Ok(wire::cart(&customer, &cart, seq))
+        self.command(req, cmd, |customer, cart, _, seq| wire::cart(customer, cart, seq)).await
     }
 
     async fn read_cart(&self, key: &str) -> Result<Option<w::Cart>, ServiceError> {
@@ -139,8 +136,8 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         let s = s.clone();
         async move {
             let cmd = Command::checkout(&req.decode::<w::Checkout>()?)?;
-            let (_, event, seq) = s.command(&req, cmd).await?;
-            wire::checkout(&event, seq)
+            s.command(&req, cmd, |_, _, event, seq| wire::checkout(event, seq))
+                .await?
                 .ok_or_else(|| ServiceError::internal("checkout appended another event"))
         }
     })

@@ -7,6 +7,7 @@
 use crate::domain::{hash_key, shard_of, Cart, Event, Line, Money};
 use runtime::projector::Projection;
 use runtime::store::{Aggregate, Stored};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 
@@ -15,9 +16,8 @@ pub struct DhtProjection {
     pub shards: u32,
 }
 
-fn from_value(v: &serde_json::Value) -> Option<Cart> {
-    let c: schemas::shop::Cart = serde_json::from_value(v.clone()).ok()?;
-    Some(Cart {
+fn from_wire(c: schemas::shop::Cart) -> Cart {
+    Cart {
         lines: c
             .items
             .into_iter()
@@ -29,7 +29,7 @@ fn from_value(v: &serde_json::Value) -> Option<Cart> {
                 sale_expiration: i.sale_expiration,
             })
             .collect(),
-    })
+    }
 }
 
 impl Projection for DhtProjection {
@@ -50,7 +50,7 @@ impl Projection for DhtProjection {
             k.dedup();
             k
         };
-        let rows: Vec<(String, serde_json::Value)> =
+        let rows: Vec<(String, Json<schemas::shop::Cart>)> =
             sqlx::query_as("SELECT key, value FROM shop.dht WHERE key = ANY($1)")
                 .bind(&keys)
                 .fetch_all(&mut *tx)
@@ -58,7 +58,7 @@ impl Projection for DhtProjection {
         // key -> (cart, present after the batch, last seq)
         let mut carts: HashMap<String, (Cart, bool, u64)> = rows
             .into_iter()
-            .map(|(k, v)| (k, (from_value(&v).unwrap_or_default(), true, 0)))
+            .map(|(k, v)| (k, (from_wire(v.0), true, 0)))
             .collect();
         for e in events {
             let entry = carts
@@ -79,8 +79,7 @@ impl Projection for DhtProjection {
                 continue;
             }
             let hk = hash_key(&key);
-            let value =
-                serde_json::to_value(crate::wire::cart(&key, &cart, seq)).unwrap_or_default();
+            let value = Json(crate::wire::cart(&key, &cart, seq));
             k.push(key);
             h.push(hk as i64);
             s.push(shard_of(hk, self.shards) as i32);

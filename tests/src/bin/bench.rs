@@ -147,7 +147,7 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
             let customer = format!("bench-{n}-{r}");
             let t = Instant::now();
             for i in 0..100 {
-                client.request("shop.cmd.add-item", &add(&customer, &format!("item-{i}"))).await?.ok();
+                client.command_seq("shop.cmd.add-item", &add(&customer, &format!("item-{i}"))).await?;
             }
             add_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             let t = Instant::now();
@@ -178,7 +178,7 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..total / 64 {
-                c.request("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 10), &format!("i-{i}"))).await?.ok();
+                c.command_seq("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 10), &format!("i-{i}"))).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
