@@ -7,13 +7,15 @@ if [ -f "$VAR/nats/nats.pid" ]; then
   kill "$(cat "$VAR/nats/nats.pid")" 2>/dev/null && echo "stopped nats-server"
   rm -f "$VAR/nats/nats.pid"
 fi
-if [ -f "$VAR/pg/data/postmaster.pid" ]; then
+PGDATA="$VAR/pg/data"
+[ -f "$VAR/pg/datadir" ] && PGDATA=$(cat "$VAR/pg/datadir")
+if [ -f "$PGDATA/postmaster.pid" ]; then
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV | head -1)
   [ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v pg_ctl)")
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$VAR/pg/data" -m fast stop >/dev/null && echo "stopped PostgreSQL"
+    (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null) && echo "stopped PostgreSQL"
   else
-    "$PG_BIN/pg_ctl" -D "$VAR/pg/data" -m fast stop >/dev/null && echo "stopped PostgreSQL"
+    "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null && echo "stopped PostgreSQL"
   fi
 fi
 if [ -f "$VAR/switchyard.pids" ]; then

@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source var/env
-BIN=./target/release/switchyard
+BIN=${SWITCHYARD_BIN:-./target/release/switchyard}
 export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
 export SWITCHYARD_DFS_DIR=${SWITCHYARD_DFS_DIR:-$ROOT/var/dfs}
 mkdir -p var/log

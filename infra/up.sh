@@ -81,20 +81,30 @@ else
   DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/switchyard"
   PGDATA="$VAR/pg/data"
   # PostgreSQL refuses to run as root: run it as the `postgres` user (made by the Debian package).
-  AS=()
+  as_pg() { "$@"; }
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin postgres
-    AS=(runuser -u postgres --)
+    as_pg() { (cd / && runuser -u postgres -- "$@"); }
   fi
   mkdir -p "$VAR/pg"
-  [ "$(id -u)" = 0 ] && chown postgres "$VAR/pg"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$VAR/pg"
+    # The postgres user must be able to reach ./var/pg; under a private home it cannot, so the
+    # cluster then lives in /var/tmp (its path is recorded in ./var/pg/datadir for infra/down.sh).
+    if ! runuser -u postgres -- test -w "$VAR/pg"; then
+      PGDATA="/var/tmp/switchyard-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)"
+      mkdir -p "$PGDATA" && chown postgres "$PGDATA" && chmod 700 "$PGDATA"
+      say "postgres cannot reach $VAR/pg; using $PGDATA"
+    fi
+  fi
+  echo "$PGDATA" > "$VAR/pg/datadir"
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
     say "creating a PostgreSQL cluster in $PGDATA"
-    "${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+    as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
   fi
   if ! "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
     say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$VAR/pg/postgres.log" -w -t 60 \
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/postgres.log" -w -t 60 \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=400 -c fsync=on" start >/dev/null
   else
     say "PostgreSQL already running on 127.0.0.1:$PG_PORT"
