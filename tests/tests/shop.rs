@@ -532,3 +532,64 @@ async fn a_projection_rebuild_replays_the_same_read_model() -> anyhow::Result<()
     assert!(err.is_err());
     Ok(())
 }
+
+/// Random commands on a few carts from concurrent clients; then the read model, and a rebuild of it
+/// from the stream (which folds many events of one cart into one batch), must equal the carts the
+/// command replies reported last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_histories_project_exactly_as_the_commands_reported() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+            let mut seen: Vec<(u64, String, Value)> = Vec::new();
+            for _ in 0..60 {
+                let cart = format!("r.{}", rng.random_range(0..5));
+                let item = format!("i {}", rng.random_range(0..8));
+                let roll = rng.random_range(0..100);
+                let (subject, body) = if roll < 50 {
+                    let sale = if rng.random_bool(0.3) { json!(0.5) } else { Value::Null };
+                    ("shop.cmd.add-item", json!({"customer_id": cart, "item_id": item, "offered_price": rng.random_range(1..500) as f64 / 100.0, "item_count": rng.random_range(1..4), "special_sale": sale, "sale_expiration": null}))
+                } else if roll < 70 {
+                    ("shop.cmd.update-item", json!({"customer_id": cart, "item_id": item, "new_count": rng.random_range(0..5)}))
+                } else if roll < 85 {
+                    ("shop.cmd.remove-item", json!({"customer_id": cart, "item_id": item}))
+                } else {
+                    ("shop.cmd.checkout", json!({"customer_id": cart}))
+                };
+                let r = c.request(subject, &body).await?;
+                if r.code().is_none() {
+                    let seq = r.body["seq"].as_u64().unwrap();
+                    let items = if subject == "shop.cmd.checkout" { json!([]) } else { r.body["items"].clone() };
+                    seen.push((seq, cart, items));
+                } else {
+                    assert!(matches!(r.code(), Some("not_found" | "conflict")), "{}", r.body);
+                }
+            }
+            Ok::<_, anyhow::Error>(seen)
+        }));
+    }
+    let mut last: std::collections::BTreeMap<String, (u64, Value)> = Default::default();
+    for t in tasks {
+        for (seq, cart, items) in t.await?? {
+            let e = last.entry(cart).or_insert((0, json!([])));
+            if seq > e.0 {
+                *e = (seq, items);
+            }
+        }
+    }
+    let max = last.values().map(|v| v.0).max().unwrap_or(0);
+    for (cart, (_, items)) in &last {
+        assert_eq!(&cart_at(&c, cart, max).await["items"], items, "cart {cart}");
+    }
+    switchyard::projections_with(env.config(), vec!["rebuild".into(), "shop_dht".into()]).await?;
+    for (cart, (_, items)) in &last {
+        assert_eq!(&cart_at(&c, cart, max).await["items"], items, "cart {cart} after a rebuild");
+    }
+    Ok(())
+}

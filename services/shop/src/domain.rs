@@ -158,7 +158,8 @@ impl Command {
                 .special_sale
                 .map(|s| Money::parse("special_sale", s))
                 .transpose()?,
-            sale_expiration: w.sale_expiration,
+            // Microseconds: the precision the read model (and RFC 3339 in practice) keeps.
+            sale_expiration: w.sale_expiration.map(|t| chrono::SubsecRound::trunc_subsecs(t, 6)),
         })
     }
 

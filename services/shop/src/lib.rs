@@ -69,12 +69,7 @@ impl Shop {
     }
 
     async fn read_cart(&self, key: &str) -> Result<Option<w::Cart>, ServiceError> {
-        let value: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT value FROM shop.dht WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+        Ok(projection::read_cart(&self.pool, key).await?)
     }
 }
 

@@ -1,13 +1,19 @@
-//! The DHT read model: each cart is the value of the key `customer_id`, sharded by `hash_key`.
+//! The DHT read model: key = customer id, value = the cart, sharded by `hash_key`.
 //!
-//! A batch loads the carts it touches in one query, folds the events in memory with the same
-//! `Aggregate::apply` the command side uses, and writes them back with one UNNEST upsert and one
-//! delete (checked-out carts leave the DHT).
+//! Normalised so that an event writes one small row (`shop.dht` per key, `shop.dht_items` per line)
+//! instead of rewriting a whole cart. A batch folds its events per line in memory, relative to what
+//! the table holds, and writes them with a handful of set-based statements:
+//!
+//! - an `ItemAdded` on a line the batch has not set is a *delta* (`count = count + n`), later ones add
+//!   to it; `ItemCountChanged` makes the line *absolute*; `ItemRemoved` deletes it; an add after a
+//!   delete or a checkout inserts a fresh line at the end;
+//! - `CartCheckedOut` deletes the cart's lines (and, when it is the cart's last event in the batch,
+//!   the key: checked-out carts leave the DHT).
 
-use crate::domain::{hash_key, shard_of, Cart, Event, Line, Money};
+use crate::domain::{hash_key, shard_of, Event, Line, Money};
+use chrono::{DateTime, Utc};
 use runtime::projector::Projection;
-use runtime::store::{Aggregate, Stored};
-use sqlx::types::Json;
+use runtime::store::Stored;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 
@@ -16,19 +22,97 @@ pub struct DhtProjection {
     pub shards: u32,
 }
 
-fn from_wire(c: schemas::shop::Cart) -> Cart {
-    Cart {
-        lines: c
-            .items
-            .into_iter()
-            .map(|i| Line {
-                item_id: i.item_id,
-                count: i.item_count,
-                offered: Money((i.offered_price * 100.0).round() as i64),
-                sale: i.special_sale.map(|s| Money((s * 100.0).round() as i64)),
-                sale_expiration: i.sale_expiration,
-            })
-            .collect(),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    /// Add to what the table holds (0 when the line is not there).
+    Delta(i64),
+    /// Set, replacing what the table holds.
+    Absolute(i64),
+}
+
+#[derive(Debug, Clone)]
+struct LineOp {
+    count: Count,
+    prices: Option<(Money, Option<Money>, Option<DateTime<Utc>>)>,
+    /// Position for a line that is inserted (the sequence of its first add in the batch).
+    position: i64,
+    /// The line was deleted earlier in the batch: it goes to the end, wherever it was.
+    reposition: bool,
+}
+
+#[derive(Default)]
+struct CartOps {
+    /// A checkout in this batch: delete every line the table holds first.
+    cleared: bool,
+    /// Lines deleted (and not re-added) in this batch.
+    deleted: Vec<String>,
+    lines: HashMap<String, LineOp>,
+    order: Vec<String>,
+    /// Whether the key still exists after the batch, and its last sequence.
+    present: bool,
+    seq: i64,
+}
+
+impl CartOps {
+    fn apply(&mut self, seq: i64, event: &Event) {
+        self.seq = seq;
+        self.present = true;
+        match event {
+            Event::ItemAdded { item_id, item_count, offered_price, special_sale, sale_expiration, .. } => {
+                let prices = Some((*offered_price, *special_sale, *sale_expiration));
+                let was_deleted = self.deleted.iter().any(|d| d == item_id);
+                if was_deleted {
+                    self.deleted.retain(|d| d != item_id);
+                }
+                match self.lines.get_mut(item_id) {
+                    Some(op) => {
+                        op.count = match op.count {
+                            Count::Delta(d) => Count::Delta(d + item_count),
+                            Count::Absolute(a) => Count::Absolute(a + item_count),
+                        };
+                        op.prices = prices;
+                    }
+                    None => {
+                        let fresh = self.cleared || was_deleted;
+                        self.lines.insert(
+                            item_id.clone(),
+                            LineOp {
+                                count: if fresh { Count::Absolute(*item_count) } else { Count::Delta(*item_count) },
+                                prices,
+                                position: seq,
+                                reposition: was_deleted,
+                            },
+                        );
+                        self.order.push(item_id.clone());
+                    }
+                }
+            }
+            Event::ItemCountChanged { item_id, new_count, .. } => match self.lines.get_mut(item_id) {
+                Some(op) => op.count = Count::Absolute(*new_count),
+                None => {
+                    self.lines.insert(
+                        item_id.clone(),
+                        LineOp { count: Count::Absolute(*new_count), prices: None, position: seq, reposition: false },
+                    );
+                    self.order.push(item_id.clone());
+                }
+            },
+            Event::ItemRemoved { item_id, .. } => {
+                if self.lines.remove(item_id).is_some() {
+                    self.order.retain(|i| i != item_id);
+                }
+                if !self.deleted.contains(item_id) {
+                    self.deleted.push(item_id.clone());
+                }
+            }
+            Event::CartCheckedOut { .. } => {
+                self.cleared = true;
+                self.deleted.clear();
+                self.lines.clear();
+                self.order.clear();
+                self.present = false;
+            }
+        }
     }
 }
 
@@ -36,81 +120,171 @@ impl Projection for DhtProjection {
     type Event = Event;
     const NAME: &'static str = "shop_dht";
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Stored<Event>],
-    ) -> Result<(), sqlx::Error> {
-        let keys: Vec<String> = {
-            let mut k: Vec<String> = events
-                .iter()
-                .map(|e| e.event.customer_id().to_string())
-                .collect();
-            k.sort();
-            k.dedup();
-            k
-        };
-        let rows: Vec<(String, Json<schemas::shop::Cart>)> =
-            sqlx::query_as("SELECT key, value FROM shop.dht WHERE key = ANY($1)")
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?;
-        // key -> (cart, present after the batch, last seq)
-        let mut carts: HashMap<String, (Cart, bool, u64)> = rows
-            .into_iter()
-            .map(|(k, v)| (k, (from_wire(v.0), true, 0)))
-            .collect();
+    async fn apply(&self, tx: &mut PgConnection, events: &[Stored<Event>]) -> Result<(), sqlx::Error> {
+        let mut carts: HashMap<&str, CartOps> = HashMap::new();
+        let mut keys_in_order: Vec<&str> = Vec::new();
         for e in events {
-            let entry = carts
-                .entry(e.event.customer_id().to_string())
-                .or_insert_with(|| (Cart::default(), false, 0));
-            entry.0.apply(&e.event);
-            entry.1 = !matches!(e.event, Event::CartCheckedOut { .. });
-            entry.2 = e.seq;
+            let key = e.event.customer_id();
+            let ops = carts.entry(key).or_insert_with(|| {
+                keys_in_order.push(key);
+                CartOps::default()
+            });
+            ops.apply(e.seq as i64, &e.event);
         }
-        let (mut k, mut h, mut s, mut v, mut q) = (vec![], vec![], vec![], vec![], vec![]);
-        let mut gone = vec![];
-        for (key, (cart, present, seq)) in carts {
-            if seq == 0 {
-                continue; // loaded but untouched
-            }
-            if !present {
-                gone.push(key);
-                continue;
-            }
-            let hk = hash_key(&key);
-            let value = Json(crate::wire::cart(&key, &cart, seq));
-            k.push(key);
-            h.push(hk as i64);
-            s.push(shard_of(hk, self.shards) as i32);
-            v.push(value);
-            q.push(seq as i64);
+        // 1. checkouts: the cart's lines go.
+        let cleared: Vec<&str> = keys_in_order.iter().copied().filter(|k| carts[k].cleared).collect();
+        if !cleared.is_empty() {
+            sqlx::query("DELETE FROM shop.dht_items WHERE key = ANY($1)").bind(&cleared).execute(&mut *tx).await?;
         }
-        if !k.is_empty() {
+        // 2. removed lines.
+        let (mut dk, mut di) = (Vec::new(), Vec::new());
+        for k in &keys_in_order {
+            for item in &carts[k].deleted {
+                dk.push(*k);
+                di.push(item.as_str());
+            }
+        }
+        if !dk.is_empty() {
+            sqlx::query("DELETE FROM shop.dht_items d USING UNNEST($1::text[], $2::text[]) AS x(key, item_id) WHERE d.key = x.key AND d.item_id = x.item_id")
+                .bind(&dk)
+                .bind(&di)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // 3. added or changed lines, in one upsert.
+        let mut cols = UpsertCols::default();
+        for k in &keys_in_order {
+            let ops = &carts[k];
+            for item in &ops.order {
+                let op = &ops.lines[item];
+                cols.push(k, item, op);
+            }
+        }
+        if !cols.key.is_empty() {
             sqlx::query(
-                "INSERT INTO shop.dht (key, hash_key, shard, value, seq) \
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::jsonb[], $5::bigint[]) \
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, seq = EXCLUDED.seq, shard = EXCLUDED.shard",
+                "WITH x AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::bool[], $6::bigint[], $7::bigint[], $8::timestamptz[], $9::bigint[], $10::bool[]) \
+                      AS x(key, item_id, n, absolute, has_prices, offered, sale, exp, pos, reposition)), \
+                 upd AS (UPDATE shop.dht_items t SET \
+                      item_count = CASE WHEN x.absolute THEN x.n ELSE t.item_count + x.n END, \
+                      offered_cents = CASE WHEN x.has_prices THEN x.offered ELSE t.offered_cents END, \
+                      sale_cents = CASE WHEN x.has_prices THEN x.sale ELSE t.sale_cents END, \
+                      sale_expiration = CASE WHEN x.has_prices THEN x.exp ELSE t.sale_expiration END, \
+                      position = CASE WHEN x.reposition THEN x.pos ELSE t.position END \
+                    FROM x WHERE t.key = x.key AND t.item_id = x.item_id RETURNING t.key, t.item_id) \
+                 INSERT INTO shop.dht_items (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
+                 SELECT x.key, x.item_id, x.n, COALESCE(x.offered, 0), x.sale, x.exp, x.pos FROM x \
+                 WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.key = x.key AND upd.item_id = x.item_id)",
             )
-            .bind(&k)
-            .bind(&h)
-            .bind(&s)
-            .bind(&v)
-            .bind(&q)
+            .bind(&cols.key)
+            .bind(&cols.item)
+            .bind(&cols.n)
+            .bind(&cols.absolute)
+            .bind(&cols.has_prices)
+            .bind(&cols.offered)
+            .bind(&cols.sale)
+            .bind(&cols.exp)
+            .bind(&cols.pos)
+            .bind(&cols.reposition)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // 4. keys: present ones get their shard and last sequence, checked-out ones leave.
+        let (mut pk, mut ph, mut ps, mut pq, mut gone) = (vec![], vec![], vec![], vec![], vec![]);
+        for k in &keys_in_order {
+            let ops = &carts[k];
+            if ops.present {
+                let hk = hash_key(k);
+                pk.push(*k);
+                ph.push(hk as i64);
+                ps.push(shard_of(hk, self.shards) as i32);
+                pq.push(ops.seq);
+            } else {
+                gone.push(*k);
+            }
+        }
+        if !pk.is_empty() {
+            sqlx::query(
+                "INSERT INTO shop.dht (key, hash_key, shard, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[]) \
+                 ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq, shard = EXCLUDED.shard",
+            )
+            .bind(&pk)
+            .bind(&ph)
+            .bind(&ps)
+            .bind(&pq)
             .execute(&mut *tx)
             .await?;
         }
         if !gone.is_empty() {
-            sqlx::query("DELETE FROM shop.dht WHERE key = ANY($1)")
-                .bind(&gone)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("DELETE FROM shop.dht WHERE key = ANY($1)").bind(&gone).execute(&mut *tx).await?;
         }
         Ok(())
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE shop.dht").execute(&mut *tx).await?;
+        sqlx::query("TRUNCATE shop.dht, shop.dht_items").execute(&mut *tx).await?;
         Ok(())
     }
+}
+
+#[derive(Default)]
+struct UpsertCols<'a> {
+    key: Vec<&'a str>,
+    item: Vec<&'a str>,
+    n: Vec<i64>,
+    absolute: Vec<bool>,
+    has_prices: Vec<bool>,
+    offered: Vec<Option<i64>>,
+    sale: Vec<Option<i64>>,
+    exp: Vec<Option<DateTime<Utc>>>,
+    pos: Vec<i64>,
+    reposition: Vec<bool>,
+}
+
+impl<'a> UpsertCols<'a> {
+    fn push(&mut self, key: &'a str, item: &'a str, op: &LineOp) {
+        self.key.push(key);
+        self.item.push(item);
+        let (n, absolute) = match op.count {
+            Count::Delta(d) => (d, false),
+            Count::Absolute(a) => (a, true),
+        };
+        self.n.push(n);
+        self.absolute.push(absolute);
+        self.has_prices.push(op.prices.is_some());
+        self.offered.push(op.prices.map(|p| p.0 .0));
+        self.sale.push(op.prices.and_then(|p| p.1).map(|m| m.0));
+        self.exp.push(op.prices.and_then(|p| p.2));
+        self.pos.push(op.position);
+        self.reposition.push(op.reposition);
+    }
+}
+
+/// Reads a key's cart: `None` when the key is not in the DHT.
+///
+/// # Errors
+/// The database is unavailable.
+pub async fn read_cart(pool: &sqlx::PgPool, key: &str) -> Result<Option<schemas::shop::Cart>, sqlx::Error> {
+    let Some(seq): Option<i64> = sqlx::query_scalar("SELECT seq FROM shop.dht WHERE key = $1").bind(key).fetch_optional(pool).await? else {
+        return Ok(None);
+    };
+    type Row = (String, i64, i64, Option<i64>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT item_id, item_count, offered_cents, sale_cents, sale_expiration FROM shop.dht_items WHERE key = $1 ORDER BY position, item_id",
+    )
+    .bind(key)
+    .fetch_all(pool)
+    .await?;
+    let cart = crate::domain::Cart {
+        lines: rows
+            .into_iter()
+            .map(|(item_id, count, offered, sale, sale_expiration)| Line {
+                item_id,
+                count,
+                offered: Money(offered),
+                sale: sale.map(Money),
+                sale_expiration,
+            })
+            .collect(),
+    };
+    Ok(Some(crate::wire::cart(key, &cart, seq as u64)))
 }
