@@ -99,7 +99,10 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
         }
         Some("rebuild") => {
             let name = args.get(1).map(String::as_str).unwrap_or_default();
-            let done = shop::rebuild(&ctx, name).await?;
+            let done = shop::rebuild(&ctx, name).await?
+                || engine::rebuild(&ctx, name).await?
+                || dispatch::rebuild(&ctx, name).await?
+                || cluster::rebuild(&ctx, name).await?;
             anyhow::ensure!(
                 done,
                 "unknown projection {name:?}: see `switchyard projections list`"

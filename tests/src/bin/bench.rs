@@ -178,7 +178,7 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..total / 64 {
-                c.command_seq("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 10), &format!("i-{i}"))).await?;
+                c.command_seq("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 100), &format!("i-{i}"))).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -187,8 +187,8 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         task.await??;
     }
     let rate = (total / 64 * 64) as f64 / t.elapsed().as_secs_f64();
-    writeln!(out, "| throughput | figure | ratio |\n|---|---|---|")?;
-    writeln!(out, "| shop commands, 64 concurrent clients | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", rate / b.pub64_rate)?;
+    writeln!(out, "| throughput and lag | figure | ratio |\n|---|---|---|")?;
+    writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each) | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", rate / b.pub64_rate)?;
 
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
@@ -249,8 +249,28 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let mut out = String::from("# Switchyard benchmarks\n\nCommand: `make bench` (release build; services in-process beside the clients, on one nats-server and PostgreSQL of this machine).\n\n");
     if wanted("shop") {
+        eprintln!("bench: shop ...");
         if let Err(e) = shop_section(&mut out).await {
             writeln!(out, "shop section failed: {e:#}")?;
+        }
+    }
+    // The other contexts' sections: each on a nats-server and a database of its own.
+    for name in ["dispatch", "engine", "cluster", "dfs"] {
+        if !wanted(name) {
+            continue;
+        }
+        eprintln!("bench: {name} ...");
+        let nats = NatsServer::start()?;
+        let db = TestDb::create().await?;
+        let section = match name {
+            "dispatch" => dispatch::bench::bench(&nats.url(), &db.url).await,
+            "engine" => engine::bench::bench(&nats.url(), &db.url).await,
+            "cluster" => cluster::bench::bench(&nats.url(), &db.url).await,
+            _ => dfs::bench::bench(&nats.url(), &db.url).await,
+        };
+        match section {
+            Ok(text) => writeln!(out, "{text}\n")?,
+            Err(e) => writeln!(out, "## {name}\n\nthe {name} benchmark failed: {e:#}\n")?,
         }
     }
     println!("{out}");

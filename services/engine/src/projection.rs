@@ -1,0 +1,123 @@
+//! The engine read model in PostgreSQL (schema `engine`): drivers, modules, statuses, systems and
+//! their places. Queries read it after waiting for `min_seq`.
+
+use crate::domain::{places, Event};
+use runtime::projector::Projection;
+use runtime::store::Stored;
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use std::collections::HashMap;
+
+/// Projection `engine_read_model`.
+pub struct ReadModel;
+
+impl Projection for ReadModel {
+    type Event = Event;
+    const NAME: &'static str = "engine_read_model";
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Stored<Event>],
+    ) -> Result<(), sqlx::Error> {
+        for e in events {
+            let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
+            match &e.event {
+                Event::DriverRegistered {
+                    driver_id,
+                    metadata,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO engine.drivers (driver_id, metadata, seq) VALUES ($1, $2, $3)
+                         ON CONFLICT (driver_id) DO UPDATE SET metadata = EXCLUDED.metadata, seq = EXCLUDED.seq",
+                    )
+                    .bind(driver_id)
+                    .bind(Json(metadata))
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::ModuleAdded {
+                    module_id,
+                    driver_id,
+                    name,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO engine.modules (module_id, driver_id, name, seq) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (module_id) DO UPDATE SET driver_id = EXCLUDED.driver_id, name = EXCLUDED.name, seq = EXCLUDED.seq",
+                    )
+                    .bind(module_id)
+                    .bind(driver_id)
+                    .bind(name)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::StatusUpdated {
+                    module_id,
+                    name,
+                    value,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO engine.statuses (module_id, name, value, seq) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (module_id, name) DO UPDATE SET value = EXCLUDED.value, seq = EXCLUDED.seq",
+                    )
+                    .bind(module_id)
+                    .bind(name)
+                    .bind(Json(value))
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::SystemSet { system_id, modules } => {
+                    sqlx::query(
+                        "INSERT INTO engine.systems (system_id, modules, seq) VALUES ($1, $2, $3)
+                         ON CONFLICT (system_id) DO UPDATE SET modules = EXCLUDED.modules, seq = EXCLUDED.seq",
+                    )
+                    .bind(system_id)
+                    .bind(Json(modules))
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                    let names: HashMap<String, String> = sqlx::query_as(
+                        "SELECT module_id, name FROM engine.modules WHERE module_id = ANY($1)",
+                    )
+                    .bind(modules)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+                    let held = places(modules, |m| names.get(m).map(String::as_str));
+                    sqlx::query("DELETE FROM engine.places WHERE system_id = $1")
+                        .bind(system_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let (mut n, mut i, mut m) = (Vec::new(), Vec::new(), Vec::new());
+                    for (place, module) in held {
+                        n.push(place.name);
+                        i.push(i32::try_from(place.index).unwrap_or(i32::MAX));
+                        m.push(module);
+                    }
+                    sqlx::query(
+                        "INSERT INTO engine.places (system_id, name, idx, module_id)
+                         SELECT $1::text, * FROM UNNEST($2::text[], $3::int[], $4::text[])",
+                    )
+                    .bind(system_id)
+                    .bind(&n)
+                    .bind(&i)
+                    .bind(&m)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("TRUNCATE engine.drivers, engine.modules, engine.statuses, engine.systems, engine.places")
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
