@@ -1,26 +1,125 @@
 //! Pipeline manager, workers and nodes as a live network tree (contract section 6).
+//!
+//! - [`domain`]: the manager aggregate, pure (states 0..5, decide, evolve, the tree, its deltas).
+//! - [`handlers`]: `cluster.cmd.*` on the manager aggregate (one event per command).
+//! - [`projection`] and [`queries`]: the read model behind `cluster.query.tree` / `managers`.
+//! - [`live`]: follows the stream and publishes one delta per event on `cluster.tree.<manager_id>`.
+//! - [`sim`]: `switchyard sim pipeline`, a manager with 3 workers and 6 nodes through its whole life.
+//! - [`bench`]: delta latency and tree fetch figures for `make bench`.
 
-use runtime::Ctx;
+pub mod bench;
+pub mod domain;
+pub mod handlers;
+pub mod live;
+pub mod projection;
+pub mod queries;
+pub mod sim;
+
+use runtime::service::Endpoints;
+use runtime::{projector, Ctx};
+use schemas::cluster as wire;
+
+/// Name of the stream of cluster events.
+pub const STREAM: &str = "CLUSTER";
 
 /// Starts the cluster service in this process (streams, migrations, endpoints, projections).
 ///
 /// # Errors
 /// A dependency is unreachable.
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+    runtime::db::migrate(&ctx.pool, "cluster", sqlx::migrate!("./migrations")).await?;
+    let store = ctx.event_store("cluster", STREAM).await?;
+    let handle = projector::spawn(
+        store.clone(),
+        ctx.pool.clone(),
+        projection::TreeProjection::default(),
+        ctx.config.projection_batch,
+    )
+    .await?;
+    ctx.health.projection("cluster", handle.clone());
+    live::spawn(
+        ctx.client.clone(),
+        store.clone(),
+        ctx.pool.clone(),
+        &ctx.config.instance,
+    )
+    .await?;
+
+    let endpoints = Endpoints::start(
+        &ctx.client,
+        "cluster",
+        "pipeline manager, workers and nodes as a live network tree",
+    )
+    .await?;
+    let commands = handlers::Commands {
+        repo: ctx.repository(&store, "cluster"),
+    };
+    for verb in handlers::VERBS {
+        let commands = commands.clone();
+        endpoints
+            .add(&format!("cluster.cmd.{verb}"), move |req| {
+                let commands = commands.clone();
+                async move {
+                    let command = handlers::parse(verb, &req)?;
+                    commands.run(command, req.msg_id()).await
+                }
+            })
+            .await?;
+    }
+    let queries = queries::Queries {
+        pool: ctx.pool.clone(),
+        projection: handle,
+        wait: ctx.config.min_seq_wait,
+    };
+    let q = queries.clone();
+    endpoints
+        .add("cluster.query.tree", move |req| {
+            let q = q.clone();
+            async move { q.tree(req.decode::<wire::TreeQuery>()?, req.codec).await }
+        })
+        .await?;
+    let q = queries;
+    endpoints
+        .add("cluster.query.managers", move |req| {
+            let q = q.clone();
+            async move { q.managers(req.decode::<wire::ManagersQuery>()?).await }
+        })
+        .await?;
     ctx.health.started("cluster");
     Ok(())
 }
 
-/// HTTP routes this context adds to the gateway (forwarded over NATS).
+/// HTTP routes this context adds to the gateway (none: the dashboard talks NATS).
 pub fn routes(client: async_nats::Client) -> axum::Router {
     let _ = client;
     axum::Router::new()
 }
 
-/// `switchyard cluster ...` client commands; `args` are the words after the context's name.
+/// `switchyard sim pipeline ...`; `args[0]` is `pipeline`.
 ///
 /// # Errors
 /// Bad arguments or an unreachable service.
 pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
-    anyhow::bail!("no cluster commands yet: {args:?}")
+    match args.first().map(String::as_str) {
+        Some("pipeline") => sim::main(&args[1..]).await,
+        _ => {
+            anyhow::bail!("usage: switchyard sim pipeline [--manager ID] [--step-ms N] [--loops N]")
+        }
+    }
+}
+
+/// `switchyard projections rebuild <name>` for the cluster's projection (`cluster_tree`). Returns
+/// false for another name.
+///
+/// # Errors
+/// A dependency is unreachable.
+pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
+    use runtime::projector::Projection as _;
+    if name != projection::TreeProjection::NAME {
+        return Ok(false);
+    }
+    let store = ctx.event_store("cluster", STREAM).await?;
+    runtime::db::migrate(&ctx.pool, "cluster", sqlx::migrate!("./migrations")).await?;
+    runtime::projector::rebuild(&store, &ctx.pool, &projection::TreeProjection::default()).await?;
+    Ok(true)
 }

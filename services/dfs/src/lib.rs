@@ -1,20 +1,96 @@
 //! Chunked, replicated, checksummed file storage (contract section 7).
+//!
+//! - [`domain`]: pure rules (chunk ids, framing, upload checks, file/server decisions, the repair
+//!   planner, HTTP ranges).
+//! - [`disk`] and [`chunk_server`]: a chunk server (`dfs-chunk` on `dfs.chunk.<id>`).
+//! - [`coordinator`], [`projection`], [`queries`]: the coordinator (`dfs-coordinator` on
+//!   `dfs.coordinator`), its catalog read model, heartbeats, re-replication and garbage collection.
+//! - [`client`]: `switchyard dfs put|get|ls|rm`; [`http`]: `GET /files/{file_id}` with `Range`.
+//! - [`bench`]: the throughput and re-replication benchmark.
+
+pub mod bench;
+pub mod chunk_server;
+pub mod client;
+pub mod coordinator;
+pub mod disk;
+pub mod domain;
+pub mod http;
+pub mod projection;
+pub mod queries;
+pub mod settings;
+pub mod transfer;
 
 use runtime::Ctx;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Starts the dfs service in this process (streams, migrations, endpoints, projections).
+pub use chunk_server::{ChunkServer, ChunkServerOptions};
+pub use settings::Settings;
+
+/// The dfs event stream (over `dfs.events.>`).
+pub const STREAM: &str = "DFS";
+
+/// Starts the dfs service in this process: stream, migrations, the catalog projection, the
+/// coordinator and `ctx.config.dfs_servers` chunk servers (directories `<dfs_dir>/server-<n>`).
 ///
 /// # Errors
-/// A dependency is unreachable.
+/// A dependency is unreachable or a data directory is unusable.
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+    let settings = Settings::from_env();
+    runtime::db::migrate(&ctx.pool, "dfs", sqlx::migrate!("./migrations")).await?;
+    let store = ctx.event_store("dfs", STREAM).await?;
+    let catalog = runtime::projector::spawn(
+        store.clone(),
+        ctx.pool.clone(),
+        projection::Catalog,
+        ctx.config.projection_batch,
+    )
+    .await?;
+    ctx.health.projection("dfs", catalog.clone());
+    let coordinator = coordinator::Coordinator::start(ctx, store, catalog, settings).await?;
+    let mut ids = Vec::new();
+    for n in 1..=ctx.config.dfs_servers {
+        let dir = PathBuf::from(&ctx.config.dfs_dir).join(format!("server-{n}"));
+        let server = chunk_server::start(
+            ctx.client.clone(),
+            ChunkServerOptions {
+                dir,
+                id: None,
+                settings,
+            },
+        )
+        .await?;
+        ids.push(server.id().to_string());
+        // The server lives as long as this process's runtime.
+        tokio::spawn(async move {
+            let _server = server;
+            std::future::pending::<()>().await;
+        });
+    }
+    // Ready means the local chunk servers are listed as live.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let live = queries::live_servers(&coordinator.pool).await?;
+        if ids
+            .iter()
+            .all(|id| live.iter().any(|s| &s.chnk_srv_id == id))
+        {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the local chunk servers did not join within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tracing::info!(servers = ?ids, "dfs started");
     ctx.health.started("dfs");
     Ok(())
 }
 
-/// HTTP routes this context adds to the gateway (forwarded over NATS).
+/// HTTP routes this context adds to the gateway: `GET /files/{file_id}` (with `Range`).
 pub fn routes(client: async_nats::Client) -> axum::Router {
-    let _ = client;
-    axum::Router::new()
+    http::routes(client)
 }
 
 /// `switchyard dfs ...` client commands; `args` are the words after the context's name.
@@ -22,5 +98,5 @@ pub fn routes(client: async_nats::Client) -> axum::Router {
 /// # Errors
 /// Bad arguments or an unreachable service.
 pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
-    anyhow::bail!("no dfs commands yet: {args:?}")
+    client::cli(args).await
 }

@@ -358,6 +358,7 @@ impl<P: Projection> Runner<P> {
     /// open, so several processes share the batches of one consumer and still apply them in stream
     /// order; the others wait on the lock as standbys.
     async fn round(&self, consumer: &jetstream::consumer::Consumer<pull::Config>) -> anyhow::Result<usize> {
+        let started = std::time::Instant::now();
         let (tx, cp) = match self.lock().await {
             Ok(l) => l,
             Err(e) => {
@@ -384,6 +385,7 @@ impl<P: Projection> Runner<P> {
             pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
         }
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+        let pulled = started.elapsed();
         let span = tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len(), from = cp + 1);
         let mut attempt = self.commit(tx, cp, &batch).instrument(span.clone()).await;
         let mut backoff = Duration::from_millis(100);
@@ -406,6 +408,7 @@ impl<P: Projection> Runner<P> {
         }
         let lag = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending).unwrap_or(0);
         self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
+        tracing::debug!(parent: &span, lag, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
         Ok(batch.len())
     }
 

@@ -444,6 +444,15 @@ impl<A: Aggregate> Repository<A> {
         self.cache.invalidate(subject);
     }
 
+    /// The last sequence of the cached state of `subject`, when it is cached and loaded (without
+    /// waiting for a command that holds it).
+    #[must_use]
+    pub fn cached_seq(&self, subject: &str) -> Option<u64> {
+        let slot = self.cache.get(subject)?;
+        let slot = slot.try_lock().ok()?;
+        slot.loaded.then_some(slot.seq)
+    }
+
     /// The current state of an aggregate and its last sequence (from the cache when known).
     ///
     /// # Errors

@@ -1,0 +1,373 @@
+//! The dfs benchmark: upload and download throughput of one file with 3 replicas against the raw
+//! rate of moving the same bytes through NATS request-reply (same chunk size, same parallelism, same
+//! run), and the time to re-replicate after losing one of 4 chunk servers.
+//!
+//! It creates its own database on `database_url`'s server (dropped at the end), runs the dfs
+//! coordinator and 4 chunk servers in a runtime of their own, with data in a temporary directory.
+//! Settings: `SWITCHYARD_BENCH_DFS_MB` (file size, default 200) and `SWITCHYARD_BENCH_DFS_REREP_MB`
+//! (data held before a server is lost, default 1024).
+
+use crate::chunk_server::{ChunkServer, ChunkServerOptions};
+use crate::client::{self, PutOptions, PARALLEL};
+use anyhow::Context as _;
+use futures::StreamExt;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn admin(url: &str, sql: String) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&with_database(url, "postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+fn mb(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1_048_576.0 / d.as_secs_f64().max(1e-9)
+}
+
+/// Raw disk: `total` bytes written as chunk-sized files, each fsynced (what one replica costs).
+fn raw_disk(dir: &std::path::Path, total: u64, chunk: u64) -> anyhow::Result<f64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let blob = vec![7u8; chunk as usize];
+    let t = Instant::now();
+    let mut left = total;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(chunk) as usize;
+        let mut f = std::fs::File::create(dir.join(format!("c{i}")))?;
+        f.write_all(&blob[..n])?;
+        f.sync_all()?;
+        left -= n as u64;
+        i += 1;
+    }
+    let rate = mb(total, t.elapsed());
+    std::fs::remove_dir_all(dir)?;
+    Ok(rate)
+}
+
+/// Raw request-reply over NATS: `total` bytes in `chunk`-sized requests (upload) and replies
+/// (download), `PARALLEL` in flight, against a responder that does nothing else.
+async fn raw_rates(
+    nats: &async_nats::Client,
+    total: u64,
+    chunk: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let mut sub = nats.subscribe("bench.dfs.raw.*").await?;
+    let responder = nats.clone();
+    let blob = bytes::Bytes::from(vec![7u8; chunk as usize]);
+    let reply_blob = blob.clone();
+    let echo = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let body = if m.subject.as_str().ends_with("down") {
+                    reply_blob.clone()
+                } else {
+                    bytes::Bytes::from_static(b"{\"status\":\"success\"}")
+                };
+                let _ = responder.publish(r, body).await;
+            }
+        }
+    });
+    let n = total.div_ceil(chunk) as usize;
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|_| nats.request("bench.dfs.raw.up", blob.clone()))
+        .buffer_unordered(PARALLEL)
+        .for_each(|r| async move {
+            let _ = r;
+        })
+        .await;
+    let up = mb(total, t.elapsed());
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|_| nats.request("bench.dfs.raw.down", bytes::Bytes::new()))
+        .buffered(PARALLEL)
+        .for_each(|r| async move {
+            let _ = r;
+        })
+        .await;
+    let down = mb(total, t.elapsed());
+    echo.abort();
+    Ok((up, down))
+}
+
+struct Deployment {
+    rt: Option<tokio::runtime::Runtime>,
+    servers: Vec<ChunkServer>,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn deploy(nats_url: &str, db_url: &str, dir: &std::path::Path) -> anyhow::Result<Deployment> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut config = runtime::Config::for_urls(nats_url, db_url);
+    config.dfs_servers = 0;
+    config.dfs_dir = dir.to_string_lossy().to_string();
+    let dir = dir.to_path_buf();
+    let url = nats_url.to_string();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let servers = rt
+        .spawn(async move {
+            let ctx = runtime::Ctx::connect(config).await?;
+            ctx.health.declare("dfs");
+            crate::start(&ctx).await?;
+            let mut servers = Vec::new();
+            for n in 0..4 {
+                let opts = ChunkServerOptions {
+                    dir: dir.join(format!("bench-{n}")),
+                    id: Some(format!("bench{n}-{run}")),
+                    settings: crate::Settings::from_env(),
+                };
+                servers.push(crate::chunk_server::connect(&url, opts).await?);
+            }
+            // Keep the context (and so its connection) alive with the runtime.
+            tokio::spawn(async move {
+                let _ctx = ctx;
+                std::future::pending::<()>().await;
+            });
+            Ok::<_, anyhow::Error>(servers)
+        })
+        .await??;
+    Ok(Deployment {
+        rt: Some(rt),
+        servers,
+    })
+}
+
+async fn live_servers(nats: &async_nats::Client) -> anyhow::Result<Vec<String>> {
+    let v = client::coordinator(
+        nats,
+        &serde_json::json!({"request_type": "GET_CHUNK_SERVERS"}),
+    )
+    .await?;
+    Ok(v["chunk_servers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["chnk_srv_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn fully_replicated(
+    nats: &async_nats::Client,
+    file_id: &str,
+    without: &str,
+) -> anyhow::Result<bool> {
+    let locs = client::locations(nats, file_id).await?;
+    Ok(!locs.is_empty()
+        && locs
+            .values()
+            .all(|v| v.len() == 3 && !v.iter().any(|s| s.ends_with(&format!(".{without}")))))
+}
+
+fn random_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    use rand::RngCore;
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    let mut rng = rand::rng();
+    while left > 0 {
+        rng.fill_bytes(&mut buf);
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Runs the dfs benchmark and returns a Markdown section.
+///
+/// # Errors
+/// NATS or PostgreSQL unreachable, or a step failed.
+pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String> {
+    let size_mb = env_or("SWITCHYARD_BENCH_DFS_MB", 200).max(1);
+    let rerep_mb = env_or("SWITCHYARD_BENCH_DFS_REREP_MB", 1024).max(1);
+    let db_name = format!("bench_dfs_{}", uuid::Uuid::now_v7().simple());
+    admin(database_url, format!("CREATE DATABASE \"{db_name}\""))
+        .await
+        .context("creating the bench database")?;
+    let result = run(
+        nats_url,
+        &with_database(database_url, &db_name),
+        size_mb,
+        rerep_mb,
+    )
+    .await;
+    if let Err(e) = admin(
+        database_url,
+        format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"),
+    )
+    .await
+    {
+        tracing::warn!(error = %e, "could not drop the bench database");
+    }
+    result
+}
+
+async fn run(nats_url: &str, db_url: &str, size_mb: u64, rerep_mb: u64) -> anyhow::Result<String> {
+    let tmp = tempfile_dir()?;
+    let mut dep = deploy(nats_url, db_url, &tmp.join("data")).await?;
+    let nats = runtime::ctx::connect_nats(nats_url, "dfs-bench").await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live_servers(&nats).await?.len() < 4 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the 4 chunk servers did not join"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let chunk = client::DEFAULT_CHUNK.min(client::max_chunk(&nats));
+    let size = size_mb * 1_048_576;
+    let (raw_up, raw_down) = raw_rates(&nats, size, chunk).await?;
+    let disk_dir = tmp.join("disk");
+    let disk = tokio::task::spawn_blocking(move || raw_disk(&disk_dir, size, chunk)).await??;
+
+    let path = tmp.join("bench.bin");
+    random_file(&path, size)?;
+    let opts = PutOptions {
+        replicas: Some(3),
+        chunk_size: Some(chunk),
+        metadata_dir: tmp.clone(),
+        progress: false,
+    };
+    let t = Instant::now();
+    let file_id = client::put(&nats, &path, &opts).await?;
+    let up = mb(size, t.elapsed());
+    let out = tmp.join("bench.out");
+    let t = Instant::now();
+    client::get(&nats, &file_id, &out, false).await?;
+    let down = mb(size, t.elapsed());
+    let _ = std::fs::remove_file(&out);
+    client::rm(&nats, &file_id).await?;
+
+    // Re-replication: `rerep_mb` of file data (3 replicas) over 4 servers, then one is lost.
+    let rerep = rerep_mb * 1_048_576;
+    random_file(&path, rerep)?;
+    let file_id = client::put(&nats, &path, &opts).await?;
+    let _ = std::fs::remove_file(&path);
+    let info = client::file_info(&nats, &file_id).await?;
+    let locs = client::locations(&nats, &file_id).await?;
+    let victim = dep.servers[0].id().to_string();
+    let held: u64 = info
+        .chunks
+        .iter()
+        .filter(|c| {
+            locs.get(&c.chunk_id)
+                .is_some_and(|v| v.iter().any(|s| s.ends_with(&format!(".{victim}"))))
+        })
+        .map(|c| c.size)
+        .sum();
+    let server = dep.servers.remove(0);
+    let t = Instant::now();
+    server.stop().await;
+    while live_servers(&nats).await?.contains(&victim) {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(60),
+            "the lost server was never detected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let detected = t.elapsed();
+    while !fully_replicated(&nats, &file_id, &victim).await? {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "re-replication did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = t.elapsed();
+    let copy = total - detected;
+    let copy_rate = mb(held, copy);
+    for s in dep.servers.drain(..) {
+        s.stop().await;
+    }
+    drop(dep);
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let mut out = String::new();
+    writeln!(out, "## dfs\n")?;
+    writeln!(
+        out,
+        "{size_mb} MB file, {} KiB chunks, {PARALLEL} chunks in flight, 4 chunk servers in-process; baseline: the same bytes as NATS request-reply in chunk-sized messages against a bare responder, same run.\n",
+        chunk / 1024
+    )?;
+    writeln!(
+        out,
+        "| measure | dfs | raw baseline, same run | ratio | aim |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| upload, 3 replicas, each fsynced | {up:.1} MB/s | NATS request-reply {raw_up:.1} MB/s | {:.2} | >= 0.25 |",
+        up / raw_up
+    )?;
+    writeln!(
+        out,
+        "| upload, 3 replicas: disk bytes written | {:.1} MB/s | one writer, chunk files fsynced {disk:.1} MB/s | {:.2} | |",
+        3.0 * up,
+        3.0 * up / disk
+    )?;
+    writeln!(
+        out,
+        "| download, verified on server and client | {down:.1} MB/s | NATS request-reply {raw_down:.1} MB/s | {:.2} | >= 0.50 |",
+        down / raw_down
+    )?;
+    writeln!(
+        out,
+        "| re-replication after losing 1 of 4 servers ({rerep_mb} MB of file data, {:.0} MB on the lost server): copy rate after detection | {copy_rate:.1} MB/s ({:.1} s total = {:.1} s to detect, dead after 5 s, + {:.1} s to copy) | NATS request-reply {raw_up:.1} MB/s | {:.2} | |",
+        held as f64 / 1_048_576.0,
+        total.as_secs_f64(),
+        detected.as_secs_f64(),
+        copy.as_secs_f64(),
+        copy_rate / raw_up
+    )?;
+    Ok(out)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-dfs-bench-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

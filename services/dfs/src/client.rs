@@ -1,0 +1,498 @@
+//! The dfs client: `put` (chunks uploaded in parallel to distinct servers, retried, metadata file
+//! written, file committed), `get` (any live replica, verified, falling back to the next), `ls`, `rm`.
+//! The command line (`switchyard dfs ...`) is a thin layer over these functions.
+
+use crate::domain::{sha256_hex, Sha256Stream, HEADER_ROOM};
+use crate::transfer;
+use anyhow::Context as _;
+use clap::Parser;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::seq::SliceRandom;
+use schemas::dfs::{
+    ChunkServerAddr, ChunkServersReply, FileChunk, FileInfo, ListFilesReply, UploadChunk,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Default chunk size (capped by the server's max payload).
+pub const DEFAULT_CHUNK: u64 = 4 * 1024 * 1024;
+/// Attempts per replica (each on another server when there is one).
+pub const MAX_ATTEMPTS: usize = 3;
+/// Chunks in flight at once.
+pub const PARALLEL: usize = 8;
+/// Files at least this large get a progress bar.
+const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
+
+/// Sends a request to the coordinator; an error reply becomes an error naming its code.
+///
+/// # Errors
+/// No reply, or an error reply.
+pub async fn coordinator(client: &async_nats::Client, body: &Value) -> anyhow::Result<Value> {
+    let r = runtime::client::request_json(client, "dfs.coordinator", body).await;
+    if r.status != 200 {
+        let code = r.body["error"]["code"].as_str().unwrap_or("error");
+        let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+        anyhow::bail!("{code}: {msg}");
+    }
+    Ok(r.body)
+}
+
+/// The largest chunk the connected NATS server lets through, with room for the header.
+#[must_use]
+pub fn max_chunk(client: &async_nats::Client) -> u64 {
+    client.server_info().max_payload.saturating_sub(HEADER_ROOM) as u64
+}
+
+/// How to put a file.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Replicas per chunk (default: the deployment's factor, 3).
+    pub replicas: Option<u32>,
+    /// Bytes per chunk (default 4 MiB, at most the server's max payload less the header room).
+    pub chunk_size: Option<u64>,
+    /// Where `<file_id>_metadata.json` goes.
+    pub metadata_dir: PathBuf,
+    /// Show a progress bar on large files.
+    pub progress: bool,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self {
+            replicas: None,
+            chunk_size: None,
+            metadata_dir: PathBuf::from("."),
+            progress: false,
+        }
+    }
+}
+
+fn bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
+    if !show || total < PROGRESS_FROM {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+async fn upload_replicas(
+    client: &async_nats::Client,
+    servers: &[ChunkServerAddr],
+    header: &UploadChunk,
+    bytes: &bytes::Bytes,
+    replicas: usize,
+    first: usize,
+) -> anyhow::Result<usize> {
+    let n = servers.len();
+    let wanted = replicas.min(n).max(1);
+    // Each replica starts on its own server; retries walk on to servers no other replica uses.
+    let mut spare: Vec<usize> = (wanted..n).map(|k| (first + k) % n).collect();
+    spare.reverse();
+    let spare = std::sync::Mutex::new(spare);
+    let frame = bytes::Bytes::from(crate::domain::encode_frame(header, bytes));
+    let tries = (0..wanted).map(|k| {
+        let spare = &spare;
+        let frame = &frame;
+        async move {
+            let mut server = (first + k) % n;
+            let mut last = String::new();
+            for attempt in 0..MAX_ATTEMPTS {
+                match transfer::upload_frame(client, &servers[server].chnk_srv_addr, frame.clone()).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(chunk = %header.chunk_id, attempt, error = %e, "upload failed; retrying");
+                        last = e;
+                        if let Some(next) = spare.lock().ok().and_then(|mut s| s.pop()) {
+                            server = next;
+                        }
+                    }
+                }
+            }
+            Err(last)
+        }
+    });
+    let results = futures::future::join_all(tries).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    if ok == 0 {
+        let why = results
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_default();
+        anyhow::bail!(
+            "chunk {} could not be stored on any server: {why}",
+            header.chunk_id
+        );
+    }
+    Ok(ok)
+}
+
+/// Uploads a file and commits it; returns its id.
+///
+/// # Errors
+/// The file cannot be read, no chunk server is live, a chunk could not be stored anywhere, or the
+/// commit was refused.
+pub async fn put(
+    client: &async_nats::Client,
+    path: &Path,
+    options: &PutOptions,
+) -> anyhow::Result<String> {
+    let limit = max_chunk(client);
+    let chunk_size = options.chunk_size.unwrap_or(DEFAULT_CHUNK.min(limit));
+    anyhow::ensure!(chunk_size >= 1, "--chunk-size must be at least 1 byte");
+    anyhow::ensure!(
+        chunk_size <= limit,
+        "--chunk-size {chunk_size} is over what the server's max_payload allows ({limit} bytes with room for the header)"
+    );
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata().await?.len();
+    let client_id = coordinator(client, &json!({"request_type": "GET_CLIENT_ID"})).await?
+        ["client_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let servers: ChunkServersReply = serde_json::from_value(
+        coordinator(client, &json!({"request_type": "GET_CHUNK_SERVERS"})).await?,
+    )?;
+    anyhow::ensure!(!servers.chunk_servers.is_empty(), "no chunk server is live");
+    let mut servers = servers.chunk_servers;
+    servers.shuffle(&mut rand::rng());
+    let replicas = options.replicas.unwrap_or(3).clamp(1, 16) as usize;
+    let file_id = uuid::Uuid::new_v4().to_string();
+    let stem = uuid::Uuid::parse_str(&file_id)
+        .map(|u| u.simple().to_string())
+        .unwrap_or_default();
+    let pb = bar(size, options.progress, "put");
+    let mut hasher = Sha256Stream::default();
+    let mut chunks: Vec<FileChunk> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut offset = 0u64;
+    let mut index = 0u32;
+    while offset < size {
+        let len = chunk_size.min(size - offset) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact(&mut buf)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        hasher.update(&buf);
+        let sha = sha256_hex(&buf);
+        let chunk_id = format!("{stem}_{index}");
+        chunks.push(FileChunk {
+            chunk_id: chunk_id.clone(),
+            chunk_index: index,
+            size: len as u64,
+            sha256: sha.clone(),
+        });
+        let header = UploadChunk {
+            request_type: "UPLOAD_CHUNK".into(),
+            chunk_id,
+            chunk_index: index,
+            chunk_size: len as u64,
+            user_id: Some(client_id.clone()),
+            file_id: Some(file_id.clone()),
+            sha256: sha,
+        };
+        let bytes = bytes::Bytes::from(buf);
+        let servers = &servers;
+        let first = index as usize % servers.len();
+        let pb = &pb;
+        in_flight.push(async move {
+            let r = upload_replicas(client, servers, &header, &bytes, replicas, first).await;
+            pb.inc(bytes.len() as u64);
+            r
+        });
+        if in_flight.len() >= PARALLEL {
+            if let Some(r) = in_flight.next().await {
+                r?;
+            }
+        }
+        offset += len as u64;
+        index += 1;
+    }
+    while let Some(r) = in_flight.next().await {
+        r?;
+    }
+    pb.finish_and_clear();
+    let metadata: Vec<Value> = chunks
+        .iter()
+        .map(|c| json!({"chunk_id": c.chunk_id, "chunk_index": c.chunk_index}))
+        .collect();
+    let meta_path = options
+        .metadata_dir
+        .join(format!("{file_id}_metadata.json"));
+    tokio::fs::write(&meta_path, serde_json::to_vec_pretty(&metadata)?)
+        .await
+        .with_context(|| format!("writing {}", meta_path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "file".into());
+    coordinator(
+        client,
+        &json!({
+            "request_type": "COMMIT_FILE", "file_id": file_id, "name": name, "size": size,
+            "sha256": hasher.finish_hex(), "chunks": chunks, "replicas": options.replicas,
+        }),
+    )
+    .await?;
+    Ok(file_id)
+}
+
+/// The file's metadata (`GET_FILE`).
+///
+/// # Errors
+/// Unknown file or no coordinator.
+pub async fn file_info(client: &async_nats::Client, file_id: &str) -> anyhow::Result<FileInfo> {
+    Ok(serde_json::from_value(
+        coordinator(
+            client,
+            &json!({"request_type": "GET_FILE", "file_id": file_id}),
+        )
+        .await?,
+    )?)
+}
+
+/// Live replicas of each chunk of a file, as server subjects (shuffled).
+///
+/// # Errors
+/// No coordinator.
+pub async fn locations(
+    client: &async_nats::Client,
+    file_id: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let v = coordinator(
+        client,
+        &json!({"request_type": "GET_CHUNK_LOCATIONS", "file_id": file_id}),
+    )
+    .await?;
+    let map: BTreeMap<String, Vec<ChunkServerAddr>> =
+        serde_json::from_value(v["chunk_locations"].clone())?;
+    let mut rng = rand::rng();
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let mut subjects: Vec<String> = v.into_iter().map(|s| s.chnk_srv_addr).collect();
+            subjects.shuffle(&mut rng);
+            (k, subjects)
+        })
+        .collect())
+}
+
+/// Downloads one chunk from the first replica that serves the right bytes.
+///
+/// # Errors
+/// No replica did.
+pub async fn fetch_chunk(
+    client: &async_nats::Client,
+    chunk: &FileChunk,
+    replicas: &[String],
+) -> anyhow::Result<bytes::Bytes> {
+    let mut errors = Vec::new();
+    for subject in replicas {
+        match transfer::download(client, subject, &chunk.chunk_id, Some(&chunk.sha256)).await {
+            Ok((_, bytes)) => return Ok(bytes),
+            Err(e) => {
+                tracing::warn!(chunk = %chunk.chunk_id, error = %e, "replica failed; trying the next");
+                errors.push(e);
+            }
+        }
+    }
+    anyhow::bail!(
+        "no live replica of chunk {} served good bytes ({})",
+        chunk.chunk_id,
+        if errors.is_empty() {
+            "none is live".into()
+        } else {
+            errors.join("; ")
+        }
+    )
+}
+
+/// Downloads a file to `out`, verifying every chunk and the whole file.
+///
+/// # Errors
+/// Unknown file, a chunk no replica serves, or a checksum mismatch.
+pub async fn get(
+    client: &async_nats::Client,
+    file_id: &str,
+    out: &Path,
+    progress: bool,
+) -> anyhow::Result<FileInfo> {
+    let info = file_info(client, file_id).await?;
+    let locs = locations(client, file_id).await?;
+    let tmp = out.with_file_name(format!(
+        ".{}.part",
+        out.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let pb = bar(info.size, progress, "get");
+    let mut hasher = Sha256Stream::default();
+    let empty = Vec::new();
+    let mut chunks = futures::stream::iter(info.chunks.iter())
+        .map(|c| {
+            let replicas = locs.get(&c.chunk_id).unwrap_or(&empty);
+            fetch_chunk(client, c, replicas)
+        })
+        .buffered(PARALLEL);
+    while let Some(bytes) = chunks.next().await {
+        let bytes = bytes?;
+        hasher.update(&bytes);
+        f.write_all(&bytes).await?;
+        pb.inc(bytes.len() as u64);
+    }
+    drop(chunks);
+    f.flush().await?;
+    drop(f);
+    pb.finish_and_clear();
+    let sha = hasher.finish_hex();
+    if sha != info.sha256 {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        anyhow::bail!(
+            "file {file_id}: the bytes hash to {sha}, not {}",
+            info.sha256
+        );
+    }
+    tokio::fs::rename(&tmp, out)
+        .await
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(info)
+}
+
+/// Live files.
+///
+/// # Errors
+/// No coordinator.
+pub async fn ls(client: &async_nats::Client) -> anyhow::Result<ListFilesReply> {
+    Ok(serde_json::from_value(
+        coordinator(client, &json!({"request_type": "LIST_FILES"})).await?,
+    )?)
+}
+
+/// Deletes a file (its chunks are garbage collected).
+///
+/// # Errors
+/// Unknown file or no coordinator.
+pub async fn rm(client: &async_nats::Client, file_id: &str) -> anyhow::Result<()> {
+    coordinator(
+        client,
+        &json!({"request_type": "DELETE_FILE", "file_id": file_id}),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Parser)]
+#[command(name = "switchyard dfs", about = "Chunked, replicated file storage")]
+enum Cli {
+    /// Upload a file; prints its id and writes <file_id>_metadata.json.
+    Put {
+        path: PathBuf,
+        #[arg(long)]
+        replicas: Option<u32>,
+        #[arg(long)]
+        chunk_size: Option<u64>,
+    },
+    /// Download a file.
+    Get {
+        file_id: String,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// List files.
+    Ls,
+    /// Delete a file.
+    Rm { file_id: String },
+}
+
+/// Runs `switchyard dfs <args>` against `NATS_URL`.
+///
+/// # Errors
+/// Bad arguments, an unreachable service, or the command's own failure.
+pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
+    let url = std::env::var("NATS_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    if matches!(
+        args.first().map(String::as_str),
+        None | Some("-h" | "--help" | "help")
+    ) {
+        print!("{}", run(None, args, Path::new("."), false).await?);
+        return Ok(());
+    }
+    let client = runtime::ctx::connect_nats(&url, "switchyard-dfs").await?;
+    let out = run(Some(&client), args, Path::new("."), true).await;
+    client.flush().await?;
+    print!("{}", out?);
+    Ok(())
+}
+
+/// Runs one `dfs` command on `client` and returns what it prints: `put` the file id, `get` a line
+/// saying where the bytes went, `ls` one tab-separated line per file, `rm` a confirmation.
+/// `put` writes `<file_id>_metadata.json` into `metadata_dir`.
+///
+/// # Errors
+/// Bad arguments, an unreachable service, or the command's own failure.
+pub async fn run(
+    client: Option<&async_nats::Client>,
+    args: Vec<String>,
+    metadata_dir: &Path,
+    progress: bool,
+) -> anyhow::Result<String> {
+    let cmd = match Cli::try_parse_from(std::iter::once("switchyard dfs".to_string()).chain(args)) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => return Ok(e.to_string()),
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let client = client.ok_or_else(|| anyhow::anyhow!("not connected"))?;
+    Ok(match cmd {
+        Cli::Put {
+            path,
+            replicas,
+            chunk_size,
+        } => {
+            let options = PutOptions {
+                replicas,
+                chunk_size,
+                metadata_dir: metadata_dir.to_path_buf(),
+                progress,
+            };
+            format!("{}\n", put(client, &path, &options).await?)
+        }
+        Cli::Get { file_id, output } => {
+            let info = get(client, &file_id, &output, progress).await?;
+            format!("{} bytes written to {}\n", info.size, output.display())
+        }
+        Cli::Ls => ls(client)
+            .await?
+            .files
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}\t{}\t{}\t{}\n",
+                    f.file_id,
+                    f.size,
+                    f.committed_at.to_rfc3339(),
+                    f.name
+                )
+            })
+            .collect(),
+        Cli::Rm { file_id } => {
+            rm(client, &file_id).await?;
+            format!("deleted {file_id}\n")
+        }
+    })
+}

@@ -1,0 +1,626 @@
+//! The coordinator: micro service `dfs-coordinator` on `dfs.coordinator` (dispatch on
+//! `request_type`), the heartbeat monitor (`ServerJoined` / `ServerLost`), reconciliation of a
+//! (re)joining server's disk with the catalog, and the repair loop (re-replication, surplus and
+//! garbage removal). Its only memory is when each server was last heard; everything else is in
+//! the event stream and the read model.
+
+use crate::domain::{self, Action, Decision, FileError, FileState, ServerState};
+use crate::queries;
+use crate::settings::Settings;
+use crate::transfer;
+use futures::StreamExt;
+use runtime::projector::ProjectionHandle;
+use runtime::service::{Endpoints, Request};
+use runtime::store::{encode_event, EventStore, Repository};
+use runtime::{Ctx, ServiceError};
+use schemas::dfs::{
+    ChunkLocationsReply, ChunkServersReply, ClientIdReply, CommitFile, CommitFileReply,
+    CoordinatorRequest, DeleteFileReply, DfsEvent, Heartbeat, ListFilesReply, UploadChunk,
+};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Everything the coordinator's tasks share.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) store: EventStore,
+    files: Repository<FileState>,
+    servers: Repository<ServerState>,
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) catalog: ProjectionHandle,
+    client: async_nats::Client,
+    settings: Settings,
+    default_replicas: u32,
+    max_chunk: u64,
+    wait: Duration,
+    /// When each server was last heard.
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Wakes the repair loop early (a server was lost, a file deleted).
+    repair_now: Arc<Notify>,
+    /// The lease that makes one coordinator (of several processes) the one that repairs.
+    lease: async_nats::jetstream::stream::Stream,
+    /// This process's name in the lease.
+    instance: String,
+}
+
+/// The stream holding the repair lease: the last message on [`LEASE_SUBJECT`] (a key-value entry
+/// in all but name: async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+const LEASE_STREAM: &str = "DFS_LEASE";
+/// The lease's subject.
+const LEASE_SUBJECT: &str = "dfs.lease.repair";
+/// How long a lease lasts without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
+fn file_subject(file_id: &str) -> String {
+    format!("dfs.events.file.{}", schemas::encode_token(file_id))
+}
+
+fn server_subject(server_id: &str) -> String {
+    format!("dfs.events.server.{server_id}")
+}
+
+fn file_error(e: FileError) -> ServiceError {
+    match e {
+        FileError::Invalid(m) => ServiceError::invalid(m),
+        FileError::NotFound(m) => ServiceError::not_found(m),
+        FileError::Conflict(m) => ServiceError::conflict(m),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ServiceError> {
+    serde_json::to_value(v).map_err(|e| ServiceError::internal(e.to_string()))
+}
+
+impl Coordinator {
+    /// Starts the endpoint, the heartbeat monitor and the repair loop.
+    ///
+    /// # Errors
+    /// NATS or PostgreSQL unreachable.
+    pub async fn start(
+        ctx: &Ctx,
+        store: EventStore,
+        catalog: ProjectionHandle,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        ctx.js
+            .create_or_update_stream(async_nats::jetstream::stream::Config {
+                name: LEASE_STREAM.into(),
+                subjects: vec![LEASE_SUBJECT.into()],
+                max_messages_per_subject: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                allow_direct: true,
+                description: Some("which dfs coordinator runs repairs".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the {LEASE_STREAM} stream: {e}"))?;
+        let lease = ctx
+            .js
+            .get_stream(LEASE_STREAM)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the {LEASE_STREAM} stream: {e}"))?;
+        let max_chunk = (ctx
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(domain::HEADER_ROOM)) as u64;
+        let me = Self {
+            files: ctx.repository(&store, "dfs"),
+            servers: ctx.repository(&store, "dfs"),
+            store,
+            pool: ctx.pool.clone(),
+            catalog,
+            client: ctx.client.clone(),
+            settings,
+            default_replicas: ctx.config.dfs_replicas.clamp(1, 16),
+            max_chunk,
+            wait: ctx.config.min_seq_wait,
+            seen: Arc::default(),
+            repair_now: Arc::default(),
+            lease,
+            instance: ctx.config.instance.clone(),
+        };
+        // Servers the catalog says are live get a full dead-after window to be heard again.
+        while !me.catalog.caught_up() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = Instant::now();
+        {
+            let live = queries::live_servers(&me.pool).await?;
+            let mut seen = me.seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            for s in live {
+                seen.insert(s.chnk_srv_id, now);
+            }
+        }
+        let endpoints = Endpoints::start(
+            &ctx.client,
+            "dfs-coordinator",
+            "dfs coordinator: files, chunk servers, replicas",
+        )
+        .await?;
+        let handler = me.clone();
+        endpoints
+            .add_with_limit("dfs.coordinator", 8 * 1024 * 1024, move |req| {
+                let me = handler.clone();
+                async move { me.handle(req).await }
+            })
+            .await?;
+        let heartbeats = ctx.client.subscribe("dfs.heartbeat.*").await?;
+        tokio::spawn(
+            me.clone()
+                .monitor(heartbeats)
+                .instrument(tracing::info_span!("dfs_monitor")),
+        );
+        tokio::spawn(
+            me.clone()
+                .repair_loop()
+                .instrument(tracing::info_span!("dfs_repair")),
+        );
+        Ok(me)
+    }
+
+    /// Waits until the catalog has projected everything appended so far.
+    async fn catch_up(&self) -> Result<(), ServiceError> {
+        let last = self
+            .store
+            .last_seq()
+            .await
+            .map_err(|e| ServiceError::unavailable(e.to_string()))?;
+        self.catalog.wait_for(Some(last), self.wait).await
+    }
+
+    /// Before a file query: waits for `min_seq` when given; otherwise reads its writes, waiting
+    /// (briefly) for the catalog to reach the end of the stream, so that a file committed or deleted
+    /// a moment ago is seen as such. A catalog that lags behind is served as it is.
+    async fn settle(&self, min_seq: Option<u64>) -> Result<(), ServiceError> {
+        if min_seq.is_some() {
+            return self.catalog.wait_for(min_seq, self.wait).await;
+        }
+        if let Err(e) = self.catch_up().await {
+            tracing::warn!(error = %e.message, "the catalog lags; answering from it as it is");
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request) -> Result<Value, ServiceError> {
+        let request: CoordinatorRequest = req.decode()?;
+        match request {
+            CoordinatorRequest::GET_CLIENT_ID {} => to_value(&ClientIdReply {
+                client_id: uuid::Uuid::new_v4().to_string(),
+            }),
+            CoordinatorRequest::GET_CHUNK_SERVERS { min_seq } => {
+                self.catalog.wait_for(min_seq, self.wait).await?;
+                to_value(&ChunkServersReply {
+                    chunk_servers: queries::live_servers(&self.pool).await?,
+                })
+            }
+            CoordinatorRequest::GET_CHUNK_LOCATIONS { file_id, min_seq } => {
+                self.settle(min_seq).await?;
+                to_value(&ChunkLocationsReply {
+                    chunk_locations: queries::chunk_locations(&self.pool, &file_id).await?,
+                })
+            }
+            CoordinatorRequest::LIST_FILES { min_seq } => {
+                self.settle(min_seq).await?;
+                to_value(&ListFilesReply {
+                    files: queries::list_files(&self.pool).await?,
+                })
+            }
+            CoordinatorRequest::GET_FILE { file_id, min_seq } => {
+                self.settle(min_seq).await?;
+                match queries::get_file(&self.pool, &file_id).await? {
+                    Some(f) => to_value(&f),
+                    None => Err(ServiceError::not_found(format!("no file {file_id:?}"))),
+                }
+            }
+            CoordinatorRequest::COMMIT_FILE(commit) => self.commit(commit, req.msg_id()).await,
+            CoordinatorRequest::DELETE_FILE { file_id } => {
+                schemas::check_id("file_id", &file_id).map_err(ServiceError::invalid)?;
+                let subject = file_subject(&file_id);
+                let id = file_id.clone();
+                let reply = self
+                    .files
+                    .execute(
+                        &subject,
+                        req.msg_id(),
+                        |s| {
+                            domain::decide_delete(s, &id)
+                                .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
+                                .map_err(file_error)
+                        },
+                        |_, _, seq| DeleteFileReply {
+                            file_id: file_id.clone(),
+                            deleted: true,
+                            seq,
+                        },
+                    )
+                    .await?;
+                self.repair_now.notify_one();
+                to_value(&reply)
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        commit: CommitFile,
+        msg_id: Option<&str>,
+    ) -> Result<Value, ServiceError> {
+        domain::check_commit(&commit, self.max_chunk).map_err(file_error)?;
+        let commit = domain::normalise_commit(commit, self.default_replicas);
+        let subject = file_subject(&commit.file_id);
+        let (state, seq) = self.files.state(&subject).await?;
+        if domain::decide_commit(&state, &commit).map_err(file_error)? == Decision::AlreadyDone {
+            return to_value(&CommitFileReply {
+                file_id: commit.file_id,
+                seq,
+            });
+        }
+        // The chunk servers appended ChunkStored before they answered the uploads: see them.
+        self.catch_up().await?;
+        let missing = queries::unstored_chunks(&self.pool, &commit.chunks).await?;
+        if !missing.is_empty() {
+            return Err(ServiceError::conflict(format!(
+                "{} chunk(s) are not stored on any chunk server with that size and sha256 (first: {}); upload them before COMMIT_FILE",
+                missing.len(),
+                missing[0]
+            )));
+        }
+        let reply = self
+            .files
+            .execute(
+                &subject,
+                msg_id,
+                |s| match domain::decide_commit(s, &commit).map_err(file_error)? {
+                    Decision::Append(e) => Ok((uuid::Uuid::now_v7(), chrono::Utc::now(), e)),
+                    Decision::AlreadyDone => Err(ServiceError::conflict(
+                        "the file was committed concurrently; ask GET_FILE",
+                    )),
+                },
+                |_, _, seq| CommitFileReply {
+                    file_id: commit.file_id.clone(),
+                    seq,
+                },
+            )
+            .await?;
+        to_value(&reply)
+    }
+
+    /// Follows heartbeats: a server heard while not live joins (then its disk is reconciled); a
+    /// live server silent for `dead_after` is lost.
+    async fn monitor(self, mut heartbeats: async_nats::Subscriber) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(100).min(self.settings.dead_after / 4));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = heartbeats.next() => {
+                    let Some(msg) = msg else { break };
+                    let Ok(hb) = serde_json::from_slice::<Heartbeat>(&msg.payload) else { continue };
+                    if domain::check_server_id(&hb.server_id).is_err() || msg.subject.as_str() != format!("dfs.heartbeat.{}", hb.server_id) {
+                        continue;
+                    }
+                    let fresh = self.seen.lock().map(|mut s| s.insert(hb.server_id.clone(), Instant::now()).is_none()).unwrap_or(false);
+                    let subject = server_subject(&hb.server_id);
+                    let live = match self.servers.state(&subject).await {
+                        Ok((s, _)) => s.live,
+                        Err(e) => { tracing::warn!(error = %e.message, "server state unavailable"); continue; }
+                    };
+                    if !live || fresh {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.joined(hb, live).await });
+                    }
+                }
+                _ = tick.tick() => self.check_silence().await,
+            }
+        }
+    }
+
+    async fn joined(&self, hb: Heartbeat, was_live: bool) {
+        let subject = server_subject(&hb.server_id);
+        if !was_live {
+            let id = hb.server_id.clone();
+            let chunk_subject = transfer::chunk_subject(&id);
+            let result = self
+                .servers
+                .execute(
+                    &subject,
+                    None,
+                    |s| {
+                        domain::decide_heard(s, &id, &chunk_subject)
+                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
+                            .ok_or_else(|| ServiceError::conflict("already live"))
+                    },
+                    |_, _, seq| seq,
+                )
+                .await;
+            match result {
+                Ok(_) => tracing::info!(server = %hb.server_id, "chunk server joined"),
+                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(e) => {
+                    tracing::warn!(server = %hb.server_id, error = %e.message, "could not record the join");
+                    if let Ok(mut s) = self.seen.lock() {
+                        s.remove(&hb.server_id);
+                    }
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.reconcile(&hb.server_id).await {
+            tracing::warn!(server = %hb.server_id, error = %e, "reconciliation failed; retried when next heard");
+            if let Ok(mut s) = self.seen.lock() {
+                s.remove(&hb.server_id);
+            }
+        }
+    }
+
+    /// Makes the catalog agree with a server's disk: chunks the catalog lists but the disk lacks are
+    /// lost; chunks on disk the catalog lacks are recorded (the repair loop then drops what is
+    /// surplus or garbage).
+    async fn reconcile(&self, server_id: &str) -> anyhow::Result<()> {
+        // The catalog first, then the disk: a chunk stored in between shows on the disk only
+        // (recorded again, harmless), never as a false loss.
+        self.catch_up()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let known = queries::replicas_of(&self.pool, server_id).await?;
+        let reply = transfer::simple(
+            &self.client,
+            &transfer::chunk_subject(server_id),
+            &serde_json::json!({"request_type": "LIST_CHUNKS"}),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(
+            reply.status == "success",
+            "LIST_CHUNKS: {}",
+            reply.message.unwrap_or_default()
+        );
+        let on_disk = reply.chunks.unwrap_or_default();
+        let disk_ids: BTreeSet<&str> = on_disk.iter().map(|c| c.chunk_id.as_str()).collect();
+        let mut changes = 0;
+        for (chunk_id, _) in known
+            .iter()
+            .filter(|(id, _)| !disk_ids.contains(id.as_str()))
+        {
+            let e = DfsEvent::ChunkLost {
+                chunk_id: chunk_id.clone(),
+                server_id: server_id.into(),
+                reason: "not on the server's disk".into(),
+            };
+            self.append_chunk_event(chunk_id, e).await?;
+            changes += 1;
+        }
+        for c in on_disk
+            .iter()
+            .filter(|c| known.get(&c.chunk_id) != Some(&c.sha256))
+        {
+            let e = DfsEvent::ChunkStored {
+                chunk_id: c.chunk_id.clone(),
+                server_id: server_id.into(),
+                chunk_index: c.chunk_index,
+                size: c.size,
+                sha256: c.sha256.clone(),
+            };
+            self.append_chunk_event(&c.chunk_id, e).await?;
+            changes += 1;
+        }
+        tracing::info!(server = %server_id, held = on_disk.len(), changes, "reconciled");
+        self.repair_now.notify_one();
+        Ok(())
+    }
+
+    async fn append_chunk_event(&self, chunk_id: &str, event: DfsEvent) -> anyhow::Result<()> {
+        let id = uuid::Uuid::now_v7();
+        let payload =
+            encode_event(id, chrono::Utc::now(), &event).map_err(|e| anyhow::anyhow!(e.message))?;
+        self.store
+            .append_unchecked(
+                &format!("dfs.events.chunk.{chunk_id}"),
+                payload,
+                &id.to_string(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn check_silence(&self) {
+        let dead_after = self.settings.dead_after;
+        let silent: Vec<String> = match self.seen.lock() {
+            Ok(seen) => seen
+                .iter()
+                .filter(|(_, t)| t.elapsed() >= dead_after)
+                .map(|(id, _)| id.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for id in silent {
+            let subject = server_subject(&id);
+            let result = self
+                .servers
+                .execute(
+                    &subject,
+                    None,
+                    |s| {
+                        domain::decide_silent(s, &id)
+                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
+                            .ok_or_else(|| ServiceError::conflict("already lost"))
+                    },
+                    |_, _, seq| seq,
+                )
+                .await;
+            match result {
+                Ok(_) => {
+                    tracing::warn!(server = %id, "chunk server lost: silent for the dead-after window")
+                }
+                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(e) => {
+                    tracing::warn!(server = %id, error = %e.message, "could not record the loss; retrying");
+                    continue;
+                }
+            }
+            if let Ok(mut seen) = self.seen.lock() {
+                if seen.get(&id).is_some_and(|t| t.elapsed() >= dead_after) {
+                    seen.remove(&id);
+                }
+            }
+            self.repair_now.notify_one();
+        }
+    }
+
+    async fn repair_loop(self) {
+        loop {
+            let _ =
+                tokio::time::timeout(self.settings.repair_every, self.repair_now.notified()).await;
+            if !self.hold_lease().await {
+                continue;
+            }
+            match self.repair_round().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(actions = n, "repair round done");
+                    let _ = self.catch_up().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "repair round failed"),
+            }
+        }
+    }
+
+    /// Takes or renews the repair lease; true when this process holds it. The lease is the last
+    /// message on [`LEASE_SUBJECT`], `<instance> <unix ms>`; one not renewed for [`LEASE_TTL`] may be
+    /// taken over. Publishing with the expected last subject sequence makes taking it atomic.
+    async fn hold_lease(&self) -> bool {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let now = chrono::Utc::now().timestamp_millis();
+        let (seq, free) = match self
+            .lease
+            .get_last_raw_message_by_subject(LEASE_SUBJECT)
+            .await
+        {
+            Ok(m) => {
+                let text = String::from_utf8_lossy(&m.payload).to_string();
+                let (holder, at) = text.rsplit_once(' ').unwrap_or((&text, "0"));
+                let at: i64 = at.parse().unwrap_or(0);
+                let expired = now.saturating_sub(at) > LEASE_TTL.as_millis() as i64;
+                (m.sequence, holder == self.instance || expired)
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => (0, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "the repair lease is unavailable");
+                return false;
+            }
+        };
+        if !free {
+            return false;
+        }
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(format!("{} {now}", self.instance).into())
+            .expected_last_subject_sequence(seq);
+        match self
+            .store
+            .jetstream()
+            .send_publish(LEASE_SUBJECT, msg)
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Plans and runs one round of repairs; returns how many actions it ran.
+    ///
+    /// # Errors
+    /// The read model is unavailable.
+    pub async fn repair_round(&self) -> anyhow::Result<usize> {
+        self.catch_up()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let (statuses, facts, load) =
+            queries::repair_input(&self.pool, self.settings.orphan_grace).await?;
+        if statuses.is_empty() {
+            return Ok(0);
+        }
+        let actions = domain::plan(&statuses, &load);
+        let n = actions.len();
+        let facts = Arc::new(facts);
+        futures::stream::iter(actions)
+            .for_each_concurrent(self.settings.repair_parallel, |action| {
+                let facts = facts.clone();
+                async move {
+                    if let Err(e) = self.run(&action, &facts).await {
+                        tracing::warn!(?action, error = %e, "repair action failed");
+                    }
+                }
+            })
+            .await;
+        Ok(n)
+    }
+
+    async fn run(
+        &self,
+        action: &Action,
+        facts: &std::collections::BTreeMap<String, queries::ChunkFacts>,
+    ) -> Result<(), String> {
+        match action {
+            Action::Drop { chunk_id, server } => {
+                let reply = transfer::simple(
+                    &self.client,
+                    &transfer::chunk_subject(server),
+                    &serde_json::json!({"request_type": "DELETE_CHUNK", "chunk_id": chunk_id}),
+                )
+                .await?;
+                if reply.status == "success" {
+                    Ok(())
+                } else {
+                    Err(reply.message.unwrap_or_default())
+                }
+            }
+            Action::Copy {
+                chunk_id,
+                sources,
+                target,
+            } => {
+                let f = facts.get(chunk_id).ok_or("no facts about the chunk")?;
+                let mut last = String::from("no source");
+                for source in sources {
+                    match transfer::download(
+                        &self.client,
+                        &transfer::chunk_subject(source),
+                        chunk_id,
+                        Some(&f.sha256),
+                    )
+                    .await
+                    {
+                        Ok((_, bytes)) => {
+                            let header = UploadChunk {
+                                request_type: "UPLOAD_CHUNK".into(),
+                                chunk_id: chunk_id.clone(),
+                                chunk_index: f.chunk_index,
+                                chunk_size: bytes.len() as u64,
+                                user_id: Some("dfs-coordinator".into()),
+                                file_id: None,
+                                sha256: f.sha256.clone(),
+                            };
+                            transfer::upload(
+                                &self.client,
+                                &transfer::chunk_subject(target),
+                                &header,
+                                &bytes,
+                            )
+                            .await?;
+                            tracing::debug!(chunk = %chunk_id, from = %source, to = %target, "re-replicated");
+                            return Ok(());
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! A chunk server's data directory: one file per chunk, written atomically (temporary file, fsync,
+//! rename, fsync of the directory) and verified against its SHA-256 on every read.
+//!
+//! Layout under the server's directory: `chunks/<chunk_id>` holds the chunk in the wire framing
+//! (a JSON [`Meta`] header, `\n\n`, the bytes); `tmp/` holds writes in progress (emptied at start);
+//! `SERVER_ID` keeps the server's id across restarts. Chunk ids are checked ([`ChunkId`]) before
+//! they become file names, so no path leaves the directory. Blocking calls: run them on
+//! `spawn_blocking`.
+
+use crate::domain::{sha256_hex, split_frame, ChunkId, DELIMITER};
+use schemas::dfs::StoredChunk;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What is kept beside a chunk's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub chunk_index: u32,
+    pub chunk_size: u64,
+    pub sha256: String,
+    #[serde(default)]
+    pub file_id: Option<String>,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no chunk {0} on this server")]
+    Missing(String),
+    #[error("chunk {0} is corrupt ({1}); it is not served")]
+    Corrupt(String, String),
+    #[error("reading chunk {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// One server's directory.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    root: PathBuf,
+}
+
+impl Disk {
+    /// Opens (creating) the directory and empties `tmp/`.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root.join("chunks"))?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The server id kept in `SERVER_ID`, written with `fresh` the first time.
+    ///
+    /// # Errors
+    /// The file cannot be read or written.
+    pub fn server_id(&self, fresh: impl FnOnce() -> String) -> std::io::Result<String> {
+        let path = self.root.join("SERVER_ID");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if crate::domain::check_server_id(s.trim()).is_ok() => Ok(s.trim().to_string()),
+            _ => {
+                let id = fresh();
+                std::fs::write(&path, &id)?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Where a chunk's file lives.
+    #[must_use]
+    pub fn path(&self, id: &ChunkId) -> PathBuf {
+        self.root.join("chunks").join(id.as_str())
+    }
+
+    /// Writes a chunk atomically: a reader sees the old file or the whole new one, never a part.
+    ///
+    /// # Errors
+    /// Disk errors.
+    pub fn write(&self, id: &ChunkId, meta: &Meta, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{}",
+            id.as_str(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
+            f.write_all(DELIMITER)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, self.path(id))?;
+            std::fs::File::open(self.root.join("chunks"))?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Reads a chunk and checks its bytes against the stored SHA-256.
+    ///
+    /// # Errors
+    /// [`ReadError::Corrupt`] when the file does not parse or the bytes do not match.
+    pub fn read(&self, id: &ChunkId) -> Result<(Meta, bytes::Bytes), ReadError> {
+        let mut buf = Vec::new();
+        match std::fs::File::open(self.path(id)) {
+            Ok(mut f) => f
+                .read_to_end(&mut buf)
+                .map_err(|e| ReadError::Io(id.to_string(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ReadError::Missing(id.to_string()))
+            }
+            Err(e) => return Err(ReadError::Io(id.to_string(), e)),
+        };
+        let corrupt = |why: String| ReadError::Corrupt(id.to_string(), why);
+        let frame = split_frame(&buf, true).map_err(|e| corrupt(e.to_string()))?;
+        let meta: Meta =
+            serde_json::from_value(frame.header).map_err(|e| corrupt(e.to_string()))?;
+        if frame.body.len() as u64 != meta.chunk_size {
+            return Err(corrupt(format!(
+                "{} bytes on disk, {} expected",
+                frame.body.len(),
+                meta.chunk_size
+            )));
+        }
+        let actual = sha256_hex(frame.body);
+        if actual != meta.sha256 {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let offset = buf.len() - frame.body.len();
+        Ok((meta, bytes::Bytes::from(buf).slice(offset..)))
+    }
+
+    /// Removes a chunk; true when it was there.
+    ///
+    /// # Errors
+    /// Disk errors other than "not there".
+    pub fn delete(&self, id: &ChunkId) -> std::io::Result<bool> {
+        match std::fs::remove_file(self.path(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Chunks held and the bytes their files take.
+    #[must_use]
+    pub fn usage(&self) -> (u64, u64) {
+        let Ok(rd) = std::fs::read_dir(self.root.join("chunks")) else {
+            return (0, 0);
+        };
+        rd.flatten().fold((0, 0), |(n, b), e| {
+            (n + 1, b + e.metadata().map(|m| m.len()).unwrap_or(0))
+        })
+    }
+
+    /// Every chunk held, from the headers (the bytes are checked when read).
+    ///
+    /// # Errors
+    /// The directory cannot be read.
+    pub fn list(&self) -> std::io::Result<Vec<StoredChunk>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("chunks"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(id) = ChunkId::parse(&name) else {
+                continue;
+            };
+            let mut head = vec![0u8; 4096];
+            let Ok(mut f) = std::fs::File::open(entry.path()) else {
+                continue;
+            };
+            let Ok(n) = f.read(&mut head) else { continue };
+            head.truncate(n);
+            let Ok(frame) = split_frame(&head, true) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_value::<Meta>(frame.header) else {
+                continue;
+            };
+            out.push(StoredChunk {
+                chunk_id: id.to_string(),
+                chunk_index: meta.chunk_index,
+                size: meta.chunk_size,
+                sha256: meta.sha256,
+            });
+        }
+        out.sort_by(|a, b| a.chunk_id.cmp(&b.chunk_id));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_verify_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path()).unwrap();
+        let id = ChunkId::parse("c1").unwrap();
+        let bytes = b"hello\n\nworld".to_vec();
+        let meta = Meta {
+            chunk_index: 2,
+            chunk_size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+            file_id: None,
+        };
+        disk.write(&id, &meta, &bytes).unwrap();
+        let (m, b) = disk.read(&id).unwrap();
+        assert_eq!((m, b.to_vec()), (meta.clone(), bytes.clone()));
+        assert_eq!(disk.list().unwrap()[0].chunk_index, 2);
+        // Flip one byte: never served.
+        let path = disk.path(&id);
+        let mut raw = std::fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        std::fs::write(&path, raw).unwrap();
+        assert!(matches!(disk.read(&id), Err(ReadError::Corrupt(..))));
+        assert!(disk.delete(&id).unwrap());
+        assert!(matches!(disk.read(&id), Err(ReadError::Missing(_))));
+        assert!(std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
+        let sid = disk.server_id(|| "abc".into()).unwrap();
+        assert_eq!(disk.server_id(|| "other".into()).unwrap(), sid);
+    }
+}

@@ -1,0 +1,205 @@
+//! The in-memory [`Model`] of this process: every event of the `DISPATCH` stream folded in order by
+//! an ordered consumer. Command handlers validate and plan against it, the dispatcher decides
+//! reservations from it (and appends them with the cart's expected sequence, so a stale view can
+//! never double-book), the live subject and the route/facility queries read it.
+
+use crate::domain::Model;
+use crate::STREAM_SUBJECTS;
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use futures::StreamExt;
+use runtime::store::{decode_event, EventStore};
+use runtime::ServiceError;
+use schemas::dispatch::DispatchEvent;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A shared, continuously updated model.
+#[derive(Clone)]
+pub struct View {
+    model: Arc<RwLock<Model>>,
+    seq: watch::Sender<u64>,
+    store: EventStore,
+}
+
+impl View {
+    /// Starts following the stream from its first event and returns once the view has reached the
+    /// stream as it stood at the call.
+    ///
+    /// # Errors
+    /// JetStream unreachable, or the catch-up took more than 60 s.
+    pub async fn start(store: EventStore) -> anyhow::Result<Self> {
+        let (tx, _) = watch::channel(0);
+        let view = Self {
+            model: Arc::new(RwLock::new(Model::default())),
+            seq: tx,
+            store,
+        };
+        let runner = view.clone();
+        tokio::spawn(async move { runner.follow().await });
+        view.catch_up(Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("the dispatch view did not catch up: {}", e.message))?;
+        Ok(view)
+    }
+
+    async fn follow(self) {
+        loop {
+            let from = self.seq() + 1;
+            match self.consume(from).await {
+                Ok(()) => tracing::warn!("the dispatch view's consumer ended; restarting"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the dispatch view's consumer failed; restarting")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn consume(&self, from: u64) -> anyhow::Result<()> {
+        let stream = self
+            .store
+            .jetstream()
+            .get_stream(self.store.name())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: STREAM_SUBJECTS.into(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the view's consumer: {e}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut chunks = messages.ready_chunks(1000);
+        while let Some(chunk) = chunks.next().await {
+            let mut decoded: Vec<(u64, Option<DispatchEvent>)> = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let m: jetstream::Message = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let Ok(info) = m.info() else { continue };
+                let seq = info.stream_sequence;
+                match decode_event::<DispatchEvent>(&m.payload) {
+                    Ok((_, e)) => decoded.push((seq, Some(e))),
+                    Err(reason) => {
+                        tracing::error!(seq, %reason, "the dispatch view skips an event it cannot read");
+                        decoded.push((seq, None));
+                    }
+                }
+            }
+            let last = {
+                let Ok(mut model) = self.model.write() else {
+                    anyhow::bail!("the view's lock is poisoned")
+                };
+                for (seq, e) in &decoded {
+                    if *seq <= model.seq {
+                        continue;
+                    }
+                    match e {
+                        Some(e) => model.apply(*seq, e),
+                        None => model.seq = *seq,
+                    }
+                }
+                model.seq
+            };
+            self.seq.send_if_modified(|s| {
+                if last > *s {
+                    *s = last;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the model.
+    pub fn read<R>(&self, f: impl FnOnce(&Model) -> R) -> R {
+        match self.model.read() {
+            Ok(m) => f(&m),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// The last stream sequence folded.
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        *self.seq.borrow()
+    }
+
+    /// A receiver that changes whenever the view moves on.
+    #[must_use]
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.seq.subscribe()
+    }
+
+    /// Waits until the view has folded `seq`; false after `timeout`.
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let mut rx = self.seq.subscribe();
+        let ok = tokio::time::timeout(timeout, rx.wait_for(|s| *s >= seq)).await;
+        matches!(ok, Ok(Ok(_)))
+    }
+
+    /// The contract's `min_seq` on this view.
+    ///
+    /// # Errors
+    /// `unavailable` after `timeout`.
+    pub async fn wait_min_seq(
+        &self,
+        min_seq: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(), ServiceError> {
+        let Some(min) = min_seq else { return Ok(()) };
+        if self.wait_for(min, timeout).await {
+            Ok(())
+        } else {
+            Err(ServiceError::unavailable(format!(
+                "the dispatch view has not reached min_seq {min} within {} ms (it is at {}); retry later",
+                timeout.as_millis(),
+                self.seq()
+            )))
+        }
+    }
+
+    /// Waits until the view has folded everything the stream holds now.
+    ///
+    /// # Errors
+    /// `unavailable` when JetStream does not answer or the view does not get there in `timeout`.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), ServiceError> {
+        let last = self.store.last_seq().await.map_err(|e| {
+            ServiceError::unavailable(format!("the event store is unavailable: {e}"))
+        })?;
+        if self.wait_for(last, timeout).await {
+            Ok(())
+        } else {
+            Err(ServiceError::unavailable(format!(
+                "the dispatch view is behind the stream ({} of {last})",
+                self.seq()
+            )))
+        }
+    }
+
+    /// Reads the model; when `ok` says the answer may be stale (say, an id it does not know yet),
+    /// catches up with the stream first and reads again.
+    ///
+    /// # Errors
+    /// `unavailable` when the catch-up fails.
+    pub async fn read_fresh<R>(
+        &self,
+        ok: impl Fn(&R) -> bool,
+        f: impl Fn(&Model) -> R,
+    ) -> Result<R, ServiceError> {
+        let r = self.read(&f);
+        if ok(&r) {
+            return Ok(r);
+        }
+        self.catch_up(Duration::from_secs(5)).await?;
+        Ok(self.read(&f))
+    }
+}
