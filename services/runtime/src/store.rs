@@ -30,7 +30,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Name of the KV bucket that remembers replies of commands sent with `Nats-Msg-Id`.
 pub const IDEMPOTENCY_BUCKET: &str = "SWITCHYARD_IDEMPOTENCY";
 /// Decide-append attempts before a command gives up with `conflict`.
-pub const MAX_ATTEMPTS: usize = 12;
+pub const MAX_ATTEMPTS: usize = 20;
 
 /// A state folded from events. `apply` must be total: an event already stored is a fact.
 pub trait Aggregate: Default + Clone + Send + Sync + 'static {
@@ -255,6 +255,38 @@ impl EventStore {
         Ok((out, last))
     }
 
+    /// The events on `subject` after stream sequence `after`, read one by one with direct gets (cheap
+    /// when a few arrived since: the catch-up after losing a race). `None` when there are more than
+    /// `limit` (load the whole aggregate instead).
+    ///
+    /// # Errors
+    /// JetStream is not reachable, or a stored event does not decode.
+    pub async fn load_after<E: DeserializeOwned>(
+        &self,
+        subject: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<Stored<E>>>, ServiceError> {
+        let mut out = Vec::new();
+        let mut from = after + 1;
+        loop {
+            match self.stream.direct_get_next_for_subject(subject, Some(from)).await {
+                Ok(m) => {
+                    let (meta, event) = decode_event::<E>(&m.payload).map_err(|e| {
+                        ServiceError::internal(format!("stored event {} on {subject}: {e}", m.sequence))
+                    })?;
+                    from = m.sequence + 1;
+                    out.push(Stored { seq: m.sequence, subject: subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event });
+                    if out.len() > limit {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Some(out)),
+                Err(e) => return Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+            }
+        }
+    }
+
     /// Appends one encoded event to `subject` if the subject's last sequence is still `expected`.
     ///
     /// # Errors
@@ -453,6 +485,20 @@ impl<A: Aggregate> Repository<A> {
         slot.loaded.then_some(slot.seq)
     }
 
+    /// Brings a cached aggregate up to date with what other writers appended since.
+    async fn catch_up(&self, subject: &str, slot: &mut Slot<A>) -> Result<(), ServiceError> {
+        if slot.loaded {
+            if let Some(events) = self.store.load_after::<A::Event>(subject, slot.seq, 64).await? {
+                for e in &events {
+                    slot.state.apply(&e.event);
+                    slot.seq = e.seq;
+                }
+                return Ok(());
+            }
+        }
+        self.reload(subject, slot).await
+    }
+
     /// The current state of an aggregate and its last sequence (from the cache when known).
     ///
     /// # Errors
@@ -579,11 +625,15 @@ impl<A: Aggregate> Repository<A> {
                     return Ok(reply(&slot.state, &event, ack.sequence));
                 }
                 Err(AppendError::WrongLastSequence) => {
-                    tracing::debug!(subject, attempt, "lost a race; reloading");
-                    slot.loaded = false;
-                    if attempt >= 2 {
-                        let jitter = rand::random::<u64>() % (5 * attempt as u64 + 1);
-                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    tracing::debug!(subject, attempt, "lost a race; catching up");
+                    if attempt >= 1 {
+                        // Back off (randomly, growing) so that writers in other processes interleave.
+                        let cap = 1u64 << attempt.min(6);
+                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap)).await;
+                    }
+                    if let Err(e) = self.catch_up(subject, &mut slot).await {
+                        slot.loaded = false;
+                        return Err(e);
                     }
                 }
                 Err(AppendError::Unacknowledged(e)) => {
