@@ -130,6 +130,10 @@ pub struct Dispatch {
     pub facility: Repository<FacilityAgg>,
     pub read_model: ProjectionHandle,
     pub wait: Duration,
+    /// `SWITCHYARD_DISPATCH_REPLY_WAIT_MS` (default 1500, 0 = none): how long a
+    /// `request-datasets` reply waits for the dispatcher to reserve free carts, so that it can say
+    /// `QUEUE` rather than `FREE`.
+    pub reply_wait: Duration,
 }
 
 fn read_cart(m: &domain::Model, cart_id: &str) -> (Cart, u64) {
@@ -414,11 +418,19 @@ impl Dispatch {
                         .is_some_and(|f| f != &rid)
             })
         };
-        // Polled rather than woken on every change of the view: a burst of requests waits at once.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
-        while !self.view.read(settled) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Woken by the view when a cart is reserved for this request (not on every change).
+        let deadline = tokio::time::Instant::now() + self.reply_wait;
+        let notify = self.view.waiter(&rid);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.view.read(settled) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
         }
+        self.view.forget_waiter(&rid);
         let carts = self.view.read(|m| {
             let info = m.request_info(&rid);
             stored
@@ -488,6 +500,12 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         idem: ctx.idem.clone(),
         read_model,
         wait: ctx.config.min_seq_wait,
+        reply_wait: Duration::from_millis(
+            std::env::var("SWITCHYARD_DISPATCH_REPLY_WAIT_MS")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(1500),
+        ),
     });
     dispatcher::spawn(d.clone()).await?;
     let ep = Endpoints::start(

@@ -10,9 +10,10 @@ use futures::StreamExt;
 use runtime::store::{decode_event, EventStore};
 use runtime::ServiceError;
 use schemas::dispatch::DispatchEvent;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// A shared, continuously updated model.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct View {
     model: Arc<RwLock<Model>>,
     seq: watch::Sender<u64>,
     store: EventStore,
+    /// request id -> woken when a cart is reserved for that request.
+    waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
 }
 
 impl View {
@@ -34,6 +37,7 @@ impl View {
             model: Arc::new(RwLock::new(Model::default())),
             seq: tx,
             store,
+            waiters: Arc::new(Mutex::new(HashMap::new())),
         };
         let runner = view.clone();
         tokio::spawn(async move { runner.follow().await });
@@ -107,6 +111,17 @@ impl View {
                 }
                 model.seq
             };
+            if let Ok(waiters) = self.waiters.lock() {
+                if !waiters.is_empty() {
+                    for (_, e) in &decoded {
+                        if let Some(DispatchEvent::CartReserved(e)) = e {
+                            if let Some(n) = waiters.get(&e.request_id) {
+                                n.notify_waiters();
+                            }
+                        }
+                    }
+                }
+            }
             self.seq.send_if_modified(|s| {
                 if last > *s {
                     *s = last;
@@ -117,6 +132,22 @@ impl View {
             });
         }
         Ok(())
+    }
+
+    /// A notifier woken whenever a cart is reserved for `request_id` (until [`View::forget_waiter`]).
+    #[must_use]
+    pub fn waiter(&self, request_id: &str) -> Arc<Notify> {
+        match self.waiters.lock() {
+            Ok(mut w) => w.entry(request_id.to_string()).or_default().clone(),
+            Err(_) => Arc::new(Notify::new()),
+        }
+    }
+
+    /// Drops the notifier of `request_id`.
+    pub fn forget_waiter(&self, request_id: &str) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(request_id);
+        }
     }
 
     /// Reads the model.
