@@ -546,6 +546,28 @@ async fn bad_input_is_refused_stores_nothing_and_servers_keep_answering() -> any
     );
     assert_eq!(&body[..], &good[..]);
 
+    // A chunk id names one content: other bytes under the same id are refused, the first kept.
+    let before = w.c.stream_len("DFS").await?;
+    let other = b"other bytes".to_vec();
+    let (h, _) = chunk_request(
+        &w.c,
+        &server,
+        encode_frame(
+            &upload_header("ok_1", other.len() as u64, &sha256_hex(&other)),
+            &other,
+        ),
+    )
+    .await;
+    assert_original_error(&h, "other content");
+    let (_, body) = chunk_request(
+        &w.c,
+        &server,
+        serde_json::to_vec(&json!({"request_type": "DOWNLOAD_CHUNK", "chunk_id": "ok_1"}))?,
+    )
+    .await;
+    assert_eq!(&body[..], &good[..]);
+    assert_eq!(w.c.stream_len("DFS").await?, before, "no event appended");
+
     // The coordinator: contract errors, nothing appended, still answering.
     let before = w.c.stream_len("DFS").await?;
     w.coord(json!({"request_type": "GET_FILE", "file_id": "unknown"}))

@@ -225,13 +225,16 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
     admin(database_url, format!("CREATE DATABASE \"{db_name}\""))
         .await
         .context("creating the bench database")?;
+    let tmp = tempfile_dir()?;
     let result = run(
         nats_url,
         &with_database(database_url, &db_name),
+        &tmp,
         size_mb,
         rerep_mb,
     )
     .await;
+    let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = admin(
         database_url,
         format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"),
@@ -243,8 +246,14 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
     result
 }
 
-async fn run(nats_url: &str, db_url: &str, size_mb: u64, rerep_mb: u64) -> anyhow::Result<String> {
-    let tmp = tempfile_dir()?;
+async fn run(
+    nats_url: &str,
+    db_url: &str,
+    tmp: &std::path::Path,
+    size_mb: u64,
+    rerep_mb: u64,
+) -> anyhow::Result<String> {
+    let tmp = tmp.to_path_buf();
     let mut dep = deploy(nats_url, db_url, &tmp.join("data")).await?;
     let nats = runtime::ctx::connect_nats(nats_url, "dfs-bench").await?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -321,7 +330,6 @@ async fn run(nats_url: &str, db_url: &str, size_mb: u64, rerep_mb: u64) -> anyho
         s.stop().await;
     }
     drop(dep);
-    let _ = std::fs::remove_dir_all(&tmp);
 
     let mut out = String::new();
     writeln!(out, "## dfs\n")?;

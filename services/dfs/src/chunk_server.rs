@@ -312,10 +312,21 @@ async fn handle(shared: &Shared, payload: &Bytes) -> Result<Bytes, Refusal> {
             let meta = Meta { chunk_index: valid.chunk_index, chunk_size: bytes.len() as u64, sha256: valid.sha256.clone(), file_id: header.file_id.clone() };
             let disk = shared.disk.clone();
             let id = valid.chunk_id.clone();
-            tokio::task::spawn_blocking(move || disk.write(&id, &meta, &bytes))
+            let sha = valid.sha256.clone();
+            tokio::task::spawn_blocking(move || {
+                // A chunk id names one content: a different one never replaces it (the same one,
+                // say over a corrupt copy, does).
+                match disk.recorded_sha(&id) {
+                    Some(held) if held != sha => Err(Err(held)),
+                    _ => disk.write(&id, &meta, &bytes).map_err(Ok),
+                }
+            })
                 .await
                 .map_err(|e| (500, e.to_string()))?
-                .map_err(|e| (500, format!("could not store chunk {}: {e}", valid.chunk_id)))?;
+                .map_err(|e| match e {
+                    Ok(io) => (500, format!("could not store chunk {}: {io}", valid.chunk_id)),
+                    Err(held) => (409, format!("chunk {} already holds other content (sha256 {held}); a chunk id names one content", valid.chunk_id)),
+                })?;
             let event = DfsEvent::ChunkStored {
                 chunk_id: valid.chunk_id.to_string(),
                 server_id: shared.id.clone(),

@@ -21,7 +21,7 @@ pub const DEFAULT_CHUNK: u64 = 4 * 1024 * 1024;
 /// Attempts per replica (each on another server when there is one).
 pub const MAX_ATTEMPTS: usize = 3;
 /// Chunks in flight at once.
-pub const PARALLEL: usize = 8;
+pub const PARALLEL: usize = 4;
 /// Files at least this large get a progress bar.
 const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 
@@ -84,23 +84,25 @@ fn bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
 }
 
 async fn upload_replicas(
-    client: &async_nats::Client,
-    servers: &[ChunkServerAddr],
-    header: &UploadChunk,
-    bytes: &bytes::Bytes,
+    client: async_nats::Client,
+    servers: std::sync::Arc<Vec<ChunkServerAddr>>,
+    header: UploadChunk,
+    bytes: bytes::Bytes,
     replicas: usize,
     first: usize,
 ) -> anyhow::Result<usize> {
+    let (client, header) = (&client, &header);
     let n = servers.len();
     let wanted = replicas.min(n).max(1);
     // Each replica starts on its own server; retries walk on to servers no other replica uses.
     let mut spare: Vec<usize> = (wanted..n).map(|k| (first + k) % n).collect();
     spare.reverse();
     let spare = std::sync::Mutex::new(spare);
-    let frame = bytes::Bytes::from(crate::domain::encode_frame(header, bytes));
+    let frame = bytes::Bytes::from(crate::domain::encode_frame(header, &bytes));
     let tries = (0..wanted).map(|k| {
         let spare = &spare;
         let frame = &frame;
+        let servers = &servers;
         async move {
             let mut server = (first + k) % n;
             let mut last = String::new();
@@ -166,6 +168,7 @@ pub async fn put(
     anyhow::ensure!(!servers.chunk_servers.is_empty(), "no chunk server is live");
     let mut servers = servers.chunk_servers;
     servers.shuffle(&mut rand::rng());
+    let servers = std::sync::Arc::new(servers);
     let replicas = options.replicas.unwrap_or(3).clamp(1, 16) as usize;
     let file_id = uuid::Uuid::new_v4().to_string();
     let stem = uuid::Uuid::parse_str(&file_id)
@@ -202,24 +205,25 @@ pub async fn put(
             sha256: sha,
         };
         let bytes = bytes::Bytes::from(buf);
-        let servers = &servers;
         let first = index as usize % servers.len();
-        let pb = &pb;
-        in_flight.push(async move {
-            let r = upload_replicas(client, servers, &header, &bytes, replicas, first).await;
-            pb.inc(bytes.len() as u64);
+        let (pb, client, servers) = (pb.clone(), client.clone(), servers.clone());
+        // A task of its own: uploads go on while the next chunk is read and hashed.
+        in_flight.push(tokio::spawn(async move {
+            let len = bytes.len() as u64;
+            let r = upload_replicas(client, servers, header, bytes, replicas, first).await;
+            pb.inc(len);
             r
-        });
+        }));
         if in_flight.len() >= PARALLEL {
             if let Some(r) = in_flight.next().await {
-                r?;
+                r??;
             }
         }
         offset += len as u64;
         index += 1;
     }
     while let Some(r) = in_flight.next().await {
-        r?;
+        r??;
     }
     pb.finish_and_clear();
     let metadata: Vec<Value> = chunks
@@ -340,15 +344,17 @@ pub async fn get(
         .with_context(|| format!("creating {}", tmp.display()))?;
     let pb = bar(info.size, progress, "get");
     let mut hasher = Sha256Stream::default();
-    let empty = Vec::new();
+    // Each download is a task of its own, so that downloads and their checks go on while earlier
+    // chunks are written.
     let mut chunks = futures::stream::iter(info.chunks.iter())
         .map(|c| {
-            let replicas = locs.get(&c.chunk_id).unwrap_or(&empty);
-            fetch_chunk(client, c, replicas)
+            let replicas = locs.get(&c.chunk_id).cloned().unwrap_or_default();
+            let (client, c) = (client.clone(), c.clone());
+            tokio::spawn(async move { fetch_chunk(&client, &c, &replicas).await })
         })
         .buffered(PARALLEL);
     while let Some(bytes) = chunks.next().await {
-        let bytes = bytes?;
+        let bytes = bytes??;
         hasher.update(&bytes);
         f.write_all(&bytes).await?;
         pb.inc(bytes.len() as u64);

@@ -139,6 +139,19 @@ impl Disk {
         Ok((meta, bytes::Bytes::from(buf).slice(offset..)))
     }
 
+    /// The checksum a held chunk's header records (its bytes are not read).
+    #[must_use]
+    pub fn recorded_sha(&self, id: &ChunkId) -> Option<String> {
+        let mut head = vec![0u8; 4096];
+        let mut f = std::fs::File::open(self.path(id)).ok()?;
+        let n = f.read(&mut head).ok()?;
+        head.truncate(n);
+        let frame = split_frame(&head, true).ok()?;
+        serde_json::from_value::<Meta>(frame.header)
+            .ok()
+            .map(|m| m.sha256)
+    }
+
     /// Removes a chunk; true when it was there.
     ///
     /// # Errors
@@ -218,6 +231,7 @@ mod tests {
         let (m, b) = disk.read(&id).unwrap();
         assert_eq!((m, b.to_vec()), (meta.clone(), bytes.clone()));
         assert_eq!(disk.list().unwrap()[0].chunk_index, 2);
+        assert_eq!(disk.recorded_sha(&id), Some(meta.sha256.clone()));
         // Flip one byte: never served.
         let path = disk.path(&id);
         let mut raw = std::fs::read(&path).unwrap();

@@ -7,6 +7,14 @@
 //!   `dfs.coordinator`), its catalog read model, heartbeats, re-replication and garbage collection.
 //! - [`client`]: `switchyard dfs put|get|ls|rm`; [`http`]: `GET /files/{file_id}` with `Range`.
 //! - [`bench`]: the throughput and re-replication benchmark.
+//!
+//! Settings beside the contract's (`SWITCHYARD_DFS_SERVERS`, `SWITCHYARD_DFS_DIR`,
+//! `SWITCHYARD_DFS_REPLICAS`): `SWITCHYARD_DFS_HEARTBEAT_MS` (1000), `SWITCHYARD_DFS_DEAD_AFTER_MS`
+//! (5000), `SWITCHYARD_DFS_REPAIR_MS` (1000), `SWITCHYARD_DFS_REPAIR_PARALLEL` (4),
+//! `SWITCHYARD_DFS_ORPHAN_GRACE_SECS` (600). Each in-process chunk server keeps its id in
+//! `<dir>/server-<n>/SERVER_ID`, so two processes must not share one `SWITCHYARD_DFS_DIR`. Several
+//! processes share the coordinator's work (queue group); one of them at a time, holding the lease
+//! on `dfs.lease.repair`, re-replicates and collects garbage.
 
 pub mod bench;
 pub mod chunk_server;
