@@ -60,13 +60,20 @@ impl NatsServer {
     /// No nats-server binary, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut s = Self { port: free_port(), dir, child: None };
+        let mut s = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         // Another test may take the same free port between our probe and the server's bind: then
         // the server exits at once, and we try another port.
         for _ in 0..5 {
             s.restart()?;
             std::thread::sleep(Duration::from_millis(30));
-            if s.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
+            if s.child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            {
                 return Ok(s);
             }
             s.stop();
@@ -466,9 +473,16 @@ impl Client {
             #[serde(default)]
             error: Option<serde::de::IgnoredAny>,
         }
-        let msg = self.nats.request(subject.to_string(), Bytes::from(serde_json::to_vec(body)?)).await?;
+        let msg = self
+            .nats
+            .request(subject.to_string(), Bytes::from(serde_json::to_vec(body)?))
+            .await?;
         let r: Seq = serde_json::from_slice(&msg.payload)?;
-        anyhow::ensure!(r.error.is_none(), "{subject}: {}", String::from_utf8_lossy(&msg.payload));
+        anyhow::ensure!(
+            r.error.is_none(),
+            "{subject}: {}",
+            String::from_utf8_lossy(&msg.payload)
+        );
         Ok(r.seq)
     }
 
@@ -500,8 +514,16 @@ impl PgCluster {
         } else {
             Command::new(path)
         };
-        let out = cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
-        anyhow::ensure!(out.status.success(), "{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     }
 
@@ -510,15 +532,36 @@ impl PgCluster {
     /// # Errors
     /// No PostgreSQL binaries, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
-        let initdb = find_program("initdb").context("initdb not found: run `make test` (it installs PostgreSQL)")?;
+        let initdb = find_program("initdb")
+            .context("initdb not found: run `make test` (it installs PostgreSQL)")?;
         let bin = initdb.parent().map(PathBuf::from).unwrap_or_default();
         let dir = tempfile::tempdir()?;
         if is_root() {
-            let _ = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status();
+            let _ = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(dir.path())
+                .status();
         }
-        let me = Self { port: free_port(), dir, bin };
+        let me = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
         let data = me.data();
-        me.run_as_owner("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])?;
+        me.run_as_owner(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )?;
         me.resume()?;
         Ok(me)
     }
@@ -538,7 +581,10 @@ impl PgCluster {
     /// # Errors
     /// pg_ctl failed.
     pub fn stop(&self) -> anyhow::Result<()> {
-        self.run_as_owner("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+        self.run_as_owner(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        )
     }
 
     /// Starts it again.
@@ -546,9 +592,26 @@ impl PgCluster {
     /// # Errors
     /// pg_ctl failed.
     pub fn resume(&self) -> anyhow::Result<()> {
-        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k /tmp -c fsync=off", self.port);
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c fsync=off",
+            self.port
+        );
         let log = self.dir.path().join("pg.log").display().to_string();
-        self.run_as_owner("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"])
+        self.run_as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
     }
 }
 
@@ -559,7 +622,11 @@ impl Drop for PgCluster {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 impl Client {
@@ -568,21 +635,37 @@ impl Client {
     ///
     /// # Errors
     /// No success within `deadline`.
-    pub async fn command_until_done(&self, subject: &str, msg_id: &str, body: &Value, deadline: Duration) -> anyhow::Result<Value> {
+    pub async fn command_until_done(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        body: &Value,
+        deadline: Duration,
+    ) -> anyhow::Result<Value> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Msg-Id", msg_id);
-            let req = async_nats::Request::new().headers(h).payload(Bytes::from(serde_json::to_vec(body)?)).timeout(Some(Duration::from_secs(2)));
+            let req = async_nats::Request::new()
+                .headers(h)
+                .payload(Bytes::from(serde_json::to_vec(body)?))
+                .timeout(Some(Duration::from_secs(2)));
             if let Ok(msg) = self.nats.send_request(subject.to_string(), req).await {
                 let v: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
-                match v.get("error").and_then(|e| e.get("code")).and_then(Value::as_str) {
+                match v
+                    .get("error")
+                    .and_then(|e| e.get("code"))
+                    .and_then(Value::as_str)
+                {
                     None => return Ok(v),
                     Some("unavailable") => {}
                     Some(_) => anyhow::bail!("{subject} rejected: {v}"),
                 }
             }
-            anyhow::ensure!(tokio::time::Instant::now() < until, "{subject} {msg_id} not done in time");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < until,
+                "{subject} {msg_id} not done in time"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -13,7 +13,13 @@ fn add(customer: &str, item: &str) -> Value {
 
 /// Sends `n` adds (item i of cart i % carts), `par` at a time, each with its own msg id, retried
 /// until done. Returns the highest seq.
-async fn send_adds(c: &Client, prefix: &str, n: usize, carts: usize, par: usize) -> anyhow::Result<u64> {
+async fn send_adds(
+    c: &Client,
+    prefix: &str,
+    n: usize,
+    carts: usize,
+    par: usize,
+) -> anyhow::Result<u64> {
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(par));
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -23,7 +29,13 @@ async fn send_adds(c: &Client, prefix: &str, n: usize, carts: usize, par: usize)
         tasks.push(tokio::spawn(async move {
             let _p = permit;
             let body = add(&format!("cart-{}", i % carts), &format!("{prefix}-{i}"));
-            c.command_until_done("shop.cmd.add-item", &format!("{prefix}-{i}"), &body, Duration::from_secs(60)).await
+            c.command_until_done(
+                "shop.cmd.add-item",
+                &format!("{prefix}-{i}"),
+                &body,
+                Duration::from_secs(60),
+            )
+            .await
         }));
     }
     let mut max = 0;
@@ -34,16 +46,31 @@ async fn send_adds(c: &Client, prefix: &str, n: usize, carts: usize, par: usize)
 }
 
 /// Every cart's items as the read model has them, once it has projected `seq`.
-async fn read_model(c: &Client, carts: usize, seq: u64) -> anyhow::Result<BTreeMap<String, Vec<(String, i64)>>> {
+async fn read_model(
+    c: &Client,
+    carts: usize,
+    seq: u64,
+) -> anyhow::Result<BTreeMap<String, Vec<(String, i64)>>> {
     let mut out = BTreeMap::new();
     for i in 0..carts {
         let id = format!("cart-{i}");
-        let v = c.request("shop.query.cart", &json!({"customer_id": id, "min_seq": seq})).await?.ok();
+        let v = c
+            .request(
+                "shop.query.cart",
+                &json!({"customer_id": id, "min_seq": seq}),
+            )
+            .await?
+            .ok();
         let mut items: Vec<(String, i64)> = v["items"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| (i["item_id"].as_str().unwrap().to_string(), i["item_count"].as_i64().unwrap()))
+            .map(|i| {
+                (
+                    i["item_id"].as_str().unwrap().to_string(),
+                    i["item_count"].as_i64().unwrap(),
+                )
+            })
             .collect();
         items.sort();
         out.insert(id, items);
@@ -52,10 +79,13 @@ async fn read_model(c: &Client, carts: usize, seq: u64) -> anyhow::Result<BTreeM
 }
 
 fn expected(prefixes: &[(&str, usize)], carts: usize) -> BTreeMap<String, Vec<(String, i64)>> {
-    let mut out: BTreeMap<String, Vec<(String, i64)>> = (0..carts).map(|i| (format!("cart-{i}"), vec![])).collect();
+    let mut out: BTreeMap<String, Vec<(String, i64)>> =
+        (0..carts).map(|i| (format!("cart-{i}"), vec![])).collect();
     for (prefix, n) in prefixes {
         for i in 0..*n {
-            out.get_mut(&format!("cart-{}", i % carts)).unwrap().push((format!("{prefix}-{i}"), 1));
+            out.get_mut(&format!("cart-{}", i % carts))
+                .unwrap()
+                .push((format!("{prefix}-{i}"), 1));
         }
     }
     for v in out.values_mut() {
@@ -76,15 +106,30 @@ async fn two_processes_share_commands_and_projection_and_agree() -> anyhow::Resu
     // Both processes answered commands: collect $SRV.STATS replies from every instance.
     let inbox = c.nats.new_inbox();
     let mut sub = c.nats.subscribe(inbox.clone()).await?;
-    c.nats.publish_with_reply("$SRV.STATS.shop", inbox, "".into()).await?;
+    c.nats
+        .publish_with_reply("$SRV.STATS.shop", inbox, "".into())
+        .await?;
     let mut served = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut sub)).await {
+    while let Ok(Some(m)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut sub),
+    )
+    .await
+    {
         let v: Value = serde_json::from_slice(&m.payload)?;
-        let n: u64 = v["endpoints"].as_array().unwrap().iter().map(|e| e["num_requests"].as_u64().unwrap_or(0)).sum();
+        let n: u64 = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["num_requests"].as_u64().unwrap_or(0))
+            .sum();
         served.push(n);
     }
     assert_eq!(served.len(), 2, "two shop instances answer $SRV.STATS");
-    assert!(served.iter().all(|n| *n > 0), "both instances served commands: {served:?}");
+    assert!(
+        served.iter().all(|n| *n > 0),
+        "both instances served commands: {served:?}"
+    );
     Ok(())
 }
 
@@ -104,8 +149,15 @@ async fn a_crash_mid_stream_loses_nothing_and_counts_nothing_twice() -> anyhow::
     first.kill();
     let _second = env.services(&["shop"]).await?;
     let seq = sender.await??;
-    assert_eq!(c.stream_len("SHOP").await?, 300, "each command appended exactly once");
-    assert_eq!(read_model(&c, 5, seq).await?, expected(&[("crash", 300)], 5));
+    assert_eq!(
+        c.stream_len("SHOP").await?,
+        300,
+        "each command appended exactly once"
+    );
+    assert_eq!(
+        read_model(&c, 5, seq).await?,
+        expected(&[("crash", 300)], 5)
+    );
     Ok(())
 }
 
@@ -115,15 +167,25 @@ async fn restarting_nats_loses_no_acknowledged_event() -> anyhow::Result<()> {
     let _svc = env.services(&["shop"]).await?;
     let c = env.client().await?;
     let seq = send_adds(&c, "before", 100, 4, 8).await?;
-    assert_eq!(read_model(&c, 4, seq).await?, expected(&[("before", 100)], 4));
+    assert_eq!(
+        read_model(&c, 4, seq).await?,
+        expected(&[("before", 100)], 4)
+    );
     env.nats.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.nats.restart()?;
     let c = env.client().await?;
-    assert_eq!(c.stream_len("SHOP").await?, 100, "every acknowledged event survived");
+    assert_eq!(
+        c.stream_len("SHOP").await?,
+        100,
+        "every acknowledged event survived"
+    );
     let seq = send_adds(&c, "after", 100, 4, 8).await?;
     assert_eq!(c.stream_len("SHOP").await?, 200);
-    assert_eq!(read_model(&c, 4, seq).await?, expected(&[("before", 100), ("after", 100)], 4));
+    assert_eq!(
+        read_model(&c, 4, seq).await?,
+        expected(&[("before", 100), ("after", 100)], 4)
+    );
     Ok(())
 }
 
@@ -140,10 +202,56 @@ async fn commands_append_while_postgres_is_down_and_projections_catch_up() -> an
     // Commands still append: the command side needs only JetStream.
     let seq = send_adds(&c, "down", 100, 3, 8).await?;
     assert_eq!(c.stream_len("SHOP").await?, 150);
-    let q = c.request("shop.query.cart", &json!({"customer_id": "cart-0", "min_seq": seq})).await?;
-    assert_eq!(q.code(), Some("unavailable"), "queries say the read model is unavailable: {}", q.body);
+    let q = c
+        .request(
+            "shop.query.cart",
+            &json!({"customer_id": "cart-0", "min_seq": seq}),
+        )
+        .await?;
+    assert_eq!(
+        q.code(),
+        Some("unavailable"),
+        "queries say the read model is unavailable: {}",
+        q.body
+    );
     pg.resume()?;
-    assert_eq!(read_model(&c, 3, seq).await?, expected(&[("up", 50), ("down", 100)], 3));
+    assert_eq!(
+        read_model(&c, 3, seq).await?,
+        expected(&[("up", 50), ("down", 100)], 3)
+    );
     drop(db);
+    Ok(())
+}
+
+/// A process whose cached cart is stale must not refuse a command that the other process made valid:
+/// the refusal is checked against the stream first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_cache_in_another_process_never_refuses_a_valid_command() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _a = env.services(&["shop"]).await?;
+    let _b = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    // Requests spread over both processes (queue group): both end up caching the cart, and each
+    // update below is decided by whichever process gets it, on whatever it cached.
+    for round in 0..20 {
+        let item = format!("item-{round}");
+        let r = c.request("shop.cmd.add-item", &add("stale", &item)).await?;
+        assert!(r.code().is_none(), "{}", r.body);
+        let r = c
+            .request(
+                "shop.cmd.update-item",
+                &json!({"customer_id": "stale", "item_id": item, "new_count": 3}),
+            )
+            .await?;
+        assert!(r.code().is_none(), "round {round}: {}", r.body);
+        let r = c
+            .request(
+                "shop.cmd.remove-item",
+                &json!({"customer_id": "stale", "item_id": item}),
+            )
+            .await?;
+        assert!(r.code().is_none(), "round {round}: {}", r.body);
+    }
+    assert_eq!(c.stream_len("SHOP").await?, 60);
     Ok(())
 }

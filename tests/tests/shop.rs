@@ -469,16 +469,40 @@ async fn discovery_health_and_ready_announcement() -> anyhow::Result<()> {
     let mut ready = c.nats.subscribe("engine.system").await?;
     c.nats.flush().await?;
     let _svc = env.services(&["shop"]).await?;
-    let m = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut ready)).await?.unwrap();
+    let m = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut ready),
+    )
+    .await?
+    .unwrap();
     assert_eq!(&m.payload[..], b"ready");
-    let ping = c.request_raw("$SRV.PING.shop", None, bytes::Bytes::new()).await?;
+    let ping = c
+        .request_raw("$SRV.PING.shop", None, bytes::Bytes::new())
+        .await?;
     assert_eq!(ping.body["name"], "shop");
-    let info = c.request_raw("$SRV.INFO.shop", None, bytes::Bytes::new()).await?;
-    let subjects: Vec<&str> = info.body["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
-    for s in ["shop.cmd.add-item", "shop.cmd.update-item", "shop.cmd.remove-item", "shop.cmd.checkout", "shop.query.cart", "shop.query.dht-get", "shop.query.dht-stats"] {
+    let info = c
+        .request_raw("$SRV.INFO.shop", None, bytes::Bytes::new())
+        .await?;
+    let subjects: Vec<&str> = info.body["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    for s in [
+        "shop.cmd.add-item",
+        "shop.cmd.update-item",
+        "shop.cmd.remove-item",
+        "shop.cmd.checkout",
+        "shop.query.cart",
+        "shop.query.dht-get",
+        "shop.query.dht-stats",
+    ] {
         assert!(subjects.contains(&s), "{s} in {subjects:?}");
     }
-    let stats = c.request_raw("$SRV.STATS.shop", None, bytes::Bytes::new()).await?;
+    let stats = c
+        .request_raw("$SRV.STATS.shop", None, bytes::Bytes::new())
+        .await?;
     assert_eq!(stats.body["type"], "io.nats.micro.v1.stats_response");
     let h = c.request("sys.query.health", &json!({})).await?.ok();
     assert_eq!(h["ready"], true);
@@ -493,15 +517,30 @@ async fn a_poison_event_is_parked_counted_and_the_projection_moves_on() -> anyho
     let _svc = env.services(&["shop"]).await?;
     let c = env.client().await?;
     let js = async_nats::jetstream::new(c.nats.clone());
-    js.publish("shop.events.cart.poison", "this is not an event".into()).await?.await?;
+    js.publish("shop.events.cart.poison", "this is not an event".into())
+        .await?
+        .await?;
     js.publish("shop.events.cart.poison", r#"{"id":"0190c3c0-0000-7000-8000-000000000000","type":"Nope","occurred_at":"2026-01-01T00:00:00Z","data":{}}"#.into()).await?.await?;
-    let r = c.request("shop.cmd.add-item", &add("after-poison", "a", 1, 1.0)).await?.ok();
+    let r = c
+        .request("shop.cmd.add-item", &add("after-poison", "a", 1, 1.0))
+        .await?
+        .ok();
     let q = cart_at(&c, "after-poison", r["seq"].as_u64().unwrap()).await;
-    assert_eq!(q["items"].as_array().unwrap().len(), 1, "the projection went past the poison");
+    assert_eq!(
+        q["items"].as_array().unwrap().len(),
+        1,
+        "the projection went past the poison"
+    );
     let h = c.request("sys.query.health", &json!({})).await?.ok();
-    assert_eq!(h["services"]["shop"]["projections"]["shop_dht"]["parked"], 2);
+    assert_eq!(
+        h["services"]["shop"]["projections"]["shop_dht"]["parked"],
+        2
+    );
     let db = sqlx::PgPool::connect(&env.db.url).await?;
-    let parked: Vec<(i64, String)> = sqlx::query_as("SELECT seq, reason FROM runtime.dead_letters ORDER BY seq").fetch_all(&db).await?;
+    let parked: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, reason FROM runtime.dead_letters ORDER BY seq")
+            .fetch_all(&db)
+            .await?;
     assert_eq!(parked.len(), 2);
     assert!(parked[0].1.contains("envelope"), "{parked:?}");
     Ok(())
@@ -514,10 +553,18 @@ async fn a_projection_rebuild_replays_the_same_read_model() -> anyhow::Result<()
     let c = env.client().await?;
     let mut seq = 0;
     for i in 0..30 {
-        let r = c.request("shop.cmd.add-item", &add(&format!("rb-{}", i % 3), &format!("i{i}"), 1, 2.0)).await?.ok();
+        let r = c
+            .request(
+                "shop.cmd.add-item",
+                &add(&format!("rb-{}", i % 3), &format!("i{i}"), 1, 2.0),
+            )
+            .await?
+            .ok();
         seq = r["seq"].as_u64().unwrap();
     }
-    c.request("shop.cmd.checkout", &json!({"customer_id": "rb-0"})).await?.ok();
+    c.request("shop.cmd.checkout", &json!({"customer_id": "rb-0"}))
+        .await?
+        .ok();
     let mut before = Vec::new();
     for i in 0..3 {
         before.push(cart_at(&c, &format!("rb-{i}"), seq + 1).await);
@@ -528,7 +575,8 @@ async fn a_projection_rebuild_replays_the_same_read_model() -> anyhow::Result<()
         after.push(cart_at(&c, &format!("rb-{i}"), seq + 1).await);
     }
     assert_eq!(before, after);
-    let err = switchyard::projections_with(env.config(), vec!["rebuild".into(), "nope".into()]).await;
+    let err =
+        switchyard::projections_with(env.config(), vec!["rebuild".into(), "nope".into()]).await;
     assert!(err.is_err());
     Ok(())
 }
@@ -589,7 +637,11 @@ async fn random_histories_project_exactly_as_the_commands_reported() -> anyhow::
     }
     switchyard::projections_with(env.config(), vec!["rebuild".into(), "shop_dht".into()]).await?;
     for (cart, (_, items)) in &last {
-        assert_eq!(&cart_at(&c, cart, max).await["items"], items, "cart {cart} after a rebuild");
+        assert_eq!(
+            &cart_at(&c, cart, max).await["items"],
+            items,
+            "cart {cart} after a rebuild"
+        );
     }
     Ok(())
 }

@@ -43,10 +43,14 @@ impl Codec {
                     None => b"{}",
                     Some(b'{') => body,
                     Some(_) => {
-                        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                            Ok(_) => ServiceError::invalid("the body must be a JSON object"),
-                            Err(e) => ServiceError::invalid(format!("the body is not valid JSON: {e}")),
-                        })
+                        return Err(
+                            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                                Ok(_) => ServiceError::invalid("the body must be a JSON object"),
+                                Err(e) => ServiceError::invalid(format!(
+                                    "the body is not valid JSON: {e}"
+                                )),
+                            },
+                        )
                     }
                 };
                 serde_json::from_slice(body).map_err(|e| {
@@ -106,23 +110,48 @@ mod tests {
         ] {
             let e = c.decode::<T>(body).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidRequest);
-            assert!(e.message.contains(needle), "{:?}: {}", String::from_utf8_lossy(body), e.message);
+            assert!(
+                e.message.contains(needle),
+                "{:?}: {}",
+                String::from_utf8_lossy(body),
+                e.message
+            );
         }
     }
 
     #[test]
     fn postcard_round_trips() {
         let c = Codec::Postcard;
-        let bytes = c.encode(&T { a: 7, b: Some("x".into()) }).unwrap();
-        assert_eq!(c.decode::<T>(&bytes).unwrap(), T { a: 7, b: Some("x".into()) });
-        assert_eq!(c.decode::<T>(b"").unwrap_err().code, ErrorCode::InvalidRequest);
+        let bytes = c
+            .encode(&T {
+                a: 7,
+                b: Some("x".into()),
+            })
+            .unwrap();
+        assert_eq!(
+            c.decode::<T>(&bytes).unwrap(),
+            T {
+                a: 7,
+                b: Some("x".into())
+            }
+        );
+        assert_eq!(
+            c.decode::<T>(b"").unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
     }
 
     #[test]
     fn error_replies_carry_the_micro_headers() {
-        let (h, body) = crate::service::error_reply(Codec::Json, &crate::ServiceError::conflict("cart is empty\nadd items"));
+        let (h, body) = crate::service::error_reply(
+            Codec::Json,
+            &crate::ServiceError::conflict("cart is empty\nadd items"),
+        );
         assert_eq!(h.get("Nats-Service-Error-Code").unwrap().as_str(), "409");
-        assert_eq!(h.get("Nats-Service-Error").unwrap().as_str(), "cart is empty add items");
+        assert_eq!(
+            h.get("Nats-Service-Error").unwrap().as_str(),
+            "cart is empty add items"
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "conflict");
     }

@@ -296,7 +296,9 @@ impl<P: Projection> Runner<P> {
             deliver_policy: if from <= 1 {
                 jetstream::consumer::DeliverPolicy::All
             } else {
-                jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: from }
+                jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
             },
             description: Some(format!("projection {}", P::NAME)),
             ..Default::default()
@@ -307,16 +309,31 @@ impl<P: Projection> Runner<P> {
     /// that has already acknowledged events past it (the database was replaced or restored) is made
     /// again from the checkpoint, so nothing is skipped.
     async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-        let stream = self.store.jetstream().get_stream(self.store.name()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stream = self
+            .store
+            .jetstream()
+            .get_stream(self.store.name())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let name = consumer_name(P::NAME);
         let cp = self.handle.db_checkpoint().await?;
         let mut consumer = stream
             .get_or_create_consumer(&name, self.consumer_config(cp + 1))
             .await
             .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
-        let floor = consumer.info().await.map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?.ack_floor.stream_sequence;
+        let floor = consumer
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?
+            .ack_floor
+            .stream_sequence;
         if floor > cp {
-            tracing::warn!(projection = P::NAME, checkpoint = cp, ack_floor = floor, "the consumer is ahead of the read model; replaying from the checkpoint");
+            tracing::warn!(
+                projection = P::NAME,
+                checkpoint = cp,
+                ack_floor = floor,
+                "the consumer is ahead of the read model; replaying from the checkpoint"
+            );
             let _ = stream.delete_consumer(&name).await;
             consumer = stream
                 .create_consumer(self.consumer_config(cp + 1))
@@ -357,7 +374,10 @@ impl<P: Projection> Runner<P> {
     /// else is pending, apply and commit, then release the lock. Only the lock holder has a pull
     /// open, so several processes share the batches of one consumer and still apply them in stream
     /// order; the others wait on the lock as standbys.
-    async fn round(&self, consumer: &jetstream::consumer::Consumer<pull::Config>) -> anyhow::Result<usize> {
+    async fn round(
+        &self,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+    ) -> anyhow::Result<usize> {
         let started = std::time::Instant::now();
         let (tx, cp) = match self.lock().await {
             Ok(l) => l,
@@ -369,7 +389,14 @@ impl<P: Projection> Runner<P> {
         };
         // Keep this process's copy in step (it goes back after a rebuild).
         let known = cp.max(0) as u64;
-        self.handle.inner.checkpoint.send_if_modified(|c| if *c != known { *c = known; true } else { false });
+        self.handle.inner.checkpoint.send_if_modified(|c| {
+            if *c != known {
+                *c = known;
+                true
+            } else {
+                false
+            }
+        });
         let mut batch = Vec::with_capacity(self.batch);
         // Under load the last batch said how many more are pending: ask for that many at once (the
         // pull completes as soon as it is filled). When idle, wait for one, then take the rest.
@@ -386,7 +413,12 @@ impl<P: Projection> Runner<P> {
         }
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
         let pulled = started.elapsed();
-        let span = tracing::info_span!("projection_batch", projection = P::NAME, size = batch.len(), from = cp + 1);
+        let span = tracing::info_span!(
+            "projection_batch",
+            projection = P::NAME,
+            size = batch.len(),
+            from = cp + 1
+        );
         let mut attempt = self.commit(tx, cp, &batch).instrument(span.clone()).await;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -406,7 +438,11 @@ impl<P: Projection> Runner<P> {
                 }
             }
         }
-        let lag = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending).unwrap_or(0);
+        let lag = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.pending)
+            .unwrap_or(0);
         self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
         tracing::debug!(parent: &span, lag, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
         Ok(batch.len())
@@ -415,15 +451,22 @@ impl<P: Projection> Runner<P> {
     /// Opens a transaction holding the projection's checkpoint row.
     async fn lock(&self) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i64), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let cp: i64 = sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(P::NAME)
-            .fetch_one(&mut *tx)
-            .await?;
+        let cp: i64 = sqlx::query_scalar(
+            "SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(P::NAME)
+        .fetch_one(&mut *tx)
+        .await?;
         Ok((tx, cp))
     }
 
     /// One attempt at committing a batch. Acks (or naks) the messages once the outcome is known.
-    async fn commit(&self, mut tx: sqlx::Transaction<'static, sqlx::Postgres>, cp: i64, batch: &[jetstream::Message]) -> Result<Outcome, sqlx::Error> {
+    async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        cp: i64,
+        batch: &[jetstream::Message],
+    ) -> Result<Outcome, sqlx::Error> {
         let mut next = cp.max(0) as u64 + 1;
         let mut take: Vec<&jetstream::Message> = Vec::new();
         let mut covered: Vec<&jetstream::Message> = Vec::new();
@@ -518,7 +561,12 @@ impl<P: Projection> Runner<P> {
             let _ = m.ack().await;
         }
         if !later.is_empty() {
-            tracing::debug!(projection = P::NAME, next, held_back = later.len(), "events after a hole handed back");
+            tracing::debug!(
+                projection = P::NAME,
+                next,
+                held_back = later.len(),
+                "events after a hole handed back"
+            );
         }
         for m in &later {
             let _ = m

@@ -92,9 +92,9 @@ pub fn encode_event<E: Serialize>(
         occurred_at: occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         event,
     };
-    serde_json::to_vec(&env)
-        .map(Bytes::from)
-        .map_err(|e| ServiceError::internal(format!("event does not serialise as {{type, data}}: {e}")))
+    serde_json::to_vec(&env).map(Bytes::from).map_err(|e| {
+        ServiceError::internal(format!("event does not serialise as {{type, data}}: {e}"))
+    })
 }
 
 /// Why an append failed.
@@ -179,7 +179,9 @@ impl EventStore {
         match self.stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => Ok(m.sequence),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+            Err(e) => Err(ServiceError::unavailable(format!(
+                "the event store is unavailable: {e}"
+            ))),
         }
     }
 
@@ -270,19 +272,36 @@ impl EventStore {
         let mut out = Vec::new();
         let mut from = after + 1;
         loop {
-            match self.stream.direct_get_next_for_subject(subject, Some(from)).await {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject, Some(from))
+                .await
+            {
                 Ok(m) => {
                     let (meta, event) = decode_event::<E>(&m.payload).map_err(|e| {
-                        ServiceError::internal(format!("stored event {} on {subject}: {e}", m.sequence))
+                        ServiceError::internal(format!(
+                            "stored event {} on {subject}: {e}",
+                            m.sequence
+                        ))
                     })?;
                     from = m.sequence + 1;
-                    out.push(Stored { seq: m.sequence, subject: subject.to_string(), id: meta.id, occurred_at: meta.occurred_at, event });
+                    out.push(Stored {
+                        seq: m.sequence,
+                        subject: subject.to_string(),
+                        id: meta.id,
+                        occurred_at: meta.occurred_at,
+                        event,
+                    });
                     if out.len() > limit {
                         return Ok(None);
                     }
                 }
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Some(out)),
-                Err(e) => return Err(ServiceError::unavailable(format!("the event store is unavailable: {e}"))),
+                Err(e) => {
+                    return Err(ServiceError::unavailable(format!(
+                        "the event store is unavailable: {e}"
+                    )))
+                }
             }
         }
     }
@@ -488,7 +507,11 @@ impl<A: Aggregate> Repository<A> {
     /// Brings a cached aggregate up to date with what other writers appended since.
     async fn catch_up(&self, subject: &str, slot: &mut Slot<A>) -> Result<(), ServiceError> {
         if slot.loaded {
-            if let Some(events) = self.store.load_after::<A::Event>(subject, slot.seq, 64).await? {
+            if let Some(events) = self
+                .store
+                .load_after::<A::Event>(subject, slot.seq, 64)
+                .await?
+            {
                 for e in &events {
                     slot.state.apply(&e.event);
                     slot.seq = e.seq;
@@ -592,11 +615,33 @@ impl<A: Aggregate> Repository<A> {
     {
         let slot = self.slot(subject);
         let mut slot = slot.lock().await;
-        for attempt in 0..MAX_ATTEMPTS {
+        // Whether the state has been read from the stream during this command. A refusal decided on
+        // a cached state is checked against the stream first: another process may have appended
+        // what makes the command valid (an append would catch that, a refusal would not).
+        let mut fresh = false;
+        let mut attempt = 0;
+        while attempt < MAX_ATTEMPTS {
+            attempt += 1;
             if !slot.loaded {
                 self.reload(subject, &mut slot).await?;
+                fresh = true;
             }
-            let (id, at, event) = decide(&slot.state)?;
+            let (id, at, event) = match decide(&slot.state) {
+                Ok(decided) => decided,
+                Err(e) if !fresh => {
+                    let before = slot.seq;
+                    if let Err(load) = self.catch_up(subject, &mut slot).await {
+                        slot.loaded = false;
+                        return Err(load);
+                    }
+                    fresh = true;
+                    if slot.seq != before {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             let payload = encode_event(id, at, &event)?;
             let id_text = id.to_string();
             let dedupe_id = msg_id.unwrap_or(&id_text);
@@ -626,15 +671,17 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(AppendError::WrongLastSequence) => {
                     tracing::debug!(subject, attempt, "lost a race; catching up");
-                    if attempt >= 1 {
+                    if attempt >= 2 {
                         // Back off (randomly, growing) so that writers in other processes interleave.
-                        let cap = 1u64 << attempt.min(6);
-                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap)).await;
+                        let cap = 1u64 << attempt.min(7);
+                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap))
+                            .await;
                     }
                     if let Err(e) = self.catch_up(subject, &mut slot).await {
                         slot.loaded = false;
                         return Err(e);
                     }
+                    fresh = true;
                 }
                 Err(AppendError::Unacknowledged(e)) => {
                     slot.loaded = false;
@@ -664,8 +711,18 @@ mod tests {
     #[test]
     fn events_are_envelopes_and_round_trip() {
         let id = uuid::Uuid::now_v7();
-        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z").unwrap().with_timezone(&Utc);
-        let bytes = encode_event(id, at, &Ev::Happened { what: "x.y".into(), n: 3 }).unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let bytes = encode_event(
+            id,
+            at,
+            &Ev::Happened {
+                what: "x.y".into(),
+                n: 3,
+            },
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["id"], id.to_string());
         assert_eq!(v["type"], "Happened");
@@ -674,7 +731,13 @@ mod tests {
         let (meta, ev) = decode_event::<Ev>(&bytes).unwrap();
         assert_eq!(meta.id, id);
         assert_eq!(meta.occurred_at, at);
-        assert_eq!(ev, Ev::Happened { what: "x.y".into(), n: 3 });
+        assert_eq!(
+            ev,
+            Ev::Happened {
+                what: "x.y".into(),
+                n: 3
+            }
+        );
         assert!(decode_event::<Ev>(b"garbage").is_err());
         let unknown = br#"{"id":"0190c3c0-0000-7000-8000-000000000000","type":"Other","occurred_at":"2026-01-01T00:00:00Z","data":{}}"#;
         assert!(decode_event::<Ev>(unknown).unwrap_err().contains("unknown"));

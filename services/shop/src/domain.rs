@@ -159,7 +159,9 @@ impl Command {
                 .map(|s| Money::parse("special_sale", s))
                 .transpose()?,
             // Microseconds: the precision the read model (and RFC 3339 in practice) keeps.
-            sale_expiration: w.sale_expiration.map(|t| chrono::SubsecRound::trunc_subsecs(t, 6)),
+            sale_expiration: w
+                .sale_expiration
+                .map(|t| chrono::SubsecRound::trunc_subsecs(t, 6)),
         })
     }
 

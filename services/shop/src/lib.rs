@@ -65,7 +65,10 @@ impl Shop {
     }
 
     async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
-        self.command(req, cmd, |customer, cart, _, seq| wire::cart(customer, cart, seq)).await
+        self.command(req, cmd, |customer, cart, _, seq| {
+            wire::cart(customer, cart, seq)
+        })
+        .await
     }
 
     async fn read_cart(&self, key: &str) -> Result<Option<w::Cart>, ServiceError> {

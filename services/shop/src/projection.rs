@@ -58,7 +58,14 @@ impl CartOps {
         self.seq = seq;
         self.present = true;
         match event {
-            Event::ItemAdded { item_id, item_count, offered_price, special_sale, sale_expiration, .. } => {
+            Event::ItemAdded {
+                item_id,
+                item_count,
+                offered_price,
+                special_sale,
+                sale_expiration,
+                ..
+            } => {
                 let prices = Some((*offered_price, *special_sale, *sale_expiration));
                 let was_deleted = self.deleted.iter().any(|d| d == item_id);
                 if was_deleted {
@@ -77,7 +84,11 @@ impl CartOps {
                         self.lines.insert(
                             item_id.clone(),
                             LineOp {
-                                count: if fresh { Count::Absolute(*item_count) } else { Count::Delta(*item_count) },
+                                count: if fresh {
+                                    Count::Absolute(*item_count)
+                                } else {
+                                    Count::Delta(*item_count)
+                                },
                                 prices,
                                 position: seq,
                                 reposition: was_deleted,
@@ -87,12 +98,19 @@ impl CartOps {
                     }
                 }
             }
-            Event::ItemCountChanged { item_id, new_count, .. } => match self.lines.get_mut(item_id) {
+            Event::ItemCountChanged {
+                item_id, new_count, ..
+            } => match self.lines.get_mut(item_id) {
                 Some(op) => op.count = Count::Absolute(*new_count),
                 None => {
                     self.lines.insert(
                         item_id.clone(),
-                        LineOp { count: Count::Absolute(*new_count), prices: None, position: seq, reposition: false },
+                        LineOp {
+                            count: Count::Absolute(*new_count),
+                            prices: None,
+                            position: seq,
+                            reposition: false,
+                        },
                     );
                     self.order.push(item_id.clone());
                 }
@@ -120,7 +138,11 @@ impl Projection for DhtProjection {
     type Event = Event;
     const NAME: &'static str = "shop_dht";
 
-    async fn apply(&self, tx: &mut PgConnection, events: &[Stored<Event>]) -> Result<(), sqlx::Error> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Stored<Event>],
+    ) -> Result<(), sqlx::Error> {
         let mut carts: HashMap<&str, CartOps> = HashMap::new();
         let mut keys_in_order: Vec<&str> = Vec::new();
         for e in events {
@@ -132,9 +154,16 @@ impl Projection for DhtProjection {
             ops.apply(e.seq as i64, &e.event);
         }
         // 1. checkouts: the cart's lines go.
-        let cleared: Vec<&str> = keys_in_order.iter().copied().filter(|k| carts[k].cleared).collect();
+        let cleared: Vec<&str> = keys_in_order
+            .iter()
+            .copied()
+            .filter(|k| carts[k].cleared)
+            .collect();
         if !cleared.is_empty() {
-            sqlx::query("DELETE FROM shop.dht_items WHERE key = ANY($1)").bind(&cleared).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM shop.dht_items WHERE key = ANY($1)")
+                .bind(&cleared)
+                .execute(&mut *tx)
+                .await?;
         }
         // 2. removed lines.
         let (mut dk, mut di) = (Vec::new(), Vec::new());
@@ -215,13 +244,18 @@ impl Projection for DhtProjection {
             .await?;
         }
         if !gone.is_empty() {
-            sqlx::query("DELETE FROM shop.dht WHERE key = ANY($1)").bind(&gone).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM shop.dht WHERE key = ANY($1)")
+                .bind(&gone)
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(())
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE shop.dht, shop.dht_items").execute(&mut *tx).await?;
+        sqlx::query("TRUNCATE shop.dht, shop.dht_items")
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
@@ -263,8 +297,15 @@ impl<'a> UpsertCols<'a> {
 ///
 /// # Errors
 /// The database is unavailable.
-pub async fn read_cart(pool: &sqlx::PgPool, key: &str) -> Result<Option<schemas::shop::Cart>, sqlx::Error> {
-    let Some(seq): Option<i64> = sqlx::query_scalar("SELECT seq FROM shop.dht WHERE key = $1").bind(key).fetch_optional(pool).await? else {
+pub async fn read_cart(
+    pool: &sqlx::PgPool,
+    key: &str,
+) -> Result<Option<schemas::shop::Cart>, sqlx::Error> {
+    let Some(seq): Option<i64> = sqlx::query_scalar("SELECT seq FROM shop.dht WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+    else {
         return Ok(None);
     };
     type Row = (String, i64, i64, Option<i64>, Option<DateTime<Utc>>);

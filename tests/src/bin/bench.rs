@@ -15,7 +15,10 @@ use std::future::IntoFuture as _;
 use std::time::{Duration, Instant};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -76,7 +79,9 @@ async fn baselines(nats: &async_nats::Client, n: usize) -> anyhow::Result<Baseli
     let mut p1 = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        js.publish(format!("bench.js.one.{}", i % 100), payload.clone()).await?.await?;
+        js.publish(format!("bench.js.one.{}", i % 100), payload.clone())
+            .await?
+            .await?;
         p1.push(us(t.elapsed()));
     }
     let mut pe = Vec::with_capacity(n);
@@ -98,14 +103,21 @@ async fn baselines(nats: &async_nats::Client, n: usize) -> anyhow::Result<Baseli
         if inflight.len() >= 64 {
             inflight.next().await.context("ack")??;
         }
-        let ack = js.publish(format!("bench.js.many.{}", i % 1000), payload.clone()).await?;
+        let ack = js
+            .publish(format!("bench.js.many.{}", i % 1000), payload.clone())
+            .await?;
         inflight.push(ack.into_future());
     }
     while let Some(a) = inflight.next().await {
         a?;
     }
     let pub64_rate = total as f64 / t.elapsed().as_secs_f64();
-    Ok(Baselines { rr_us: median(&mut rr), pub_us: median(&mut p1), pub_expected_us: median(&mut pe), pub64_rate })
+    Ok(Baselines {
+        rr_us: median(&mut rr),
+        pub_us: median(&mut p1),
+        pub_expected_us: median(&mut pe),
+        pub64_rate,
+    })
 }
 
 fn add(customer: &str, item: &str) -> serde_json::Value {
@@ -126,13 +138,35 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "## shop\n")?;
     writeln!(out, "Raw baselines (same run, same machine):\n")?;
     writeln!(out, "| baseline | figure |\n|---|---|")?;
-    writeln!(out, "| NATS request-reply round trip, p50 | {:.0} us |", b.rr_us)?;
-    writeln!(out, "| JetStream acked publish, 1 in flight, p50 | {:.0} us |", b.pub_us)?;
-    writeln!(out, "| JetStream acked publish with expected-sequence header, 1 in flight, p50 | {:.0} us |", b.pub_expected_us)?;
-    writeln!(out, "| JetStream acked publish, 64 in flight | {:.0} msg/s |", b.pub64_rate)?;
+    writeln!(
+        out,
+        "| NATS request-reply round trip, p50 | {:.0} us |",
+        b.rr_us
+    )?;
+    writeln!(
+        out,
+        "| JetStream acked publish, 1 in flight, p50 | {:.0} us |",
+        b.pub_us
+    )?;
+    writeln!(
+        out,
+        "| JetStream acked publish with expected-sequence header, 1 in flight, p50 | {:.0} us |",
+        b.pub_expected_us
+    )?;
+    writeln!(
+        out,
+        "| JetStream acked publish, 64 in flight | {:.0} msg/s |",
+        b.pub64_rate
+    )?;
     writeln!(out, "\nAdd 100 products one after another, then check out 100 products, through NATS (request, durable append, reply); medians over {reps} repetitions. Budget for adding 100 = 1.3 x 100 x (request-reply + acked publish with expected sequence) = {:.1} ms.\n", 1.3 * budget_us / 1000.0)?;
     writeln!(out, "| shards | add 100 (ms) | add 100 / (100 x raw) | checkout 100 (us) | original add 100 (ms) | original checkout (us) |\n|---|---|---|---|---|---|")?;
-    let original = [(1u32, 95.619, 1067), (10, 94.262, 1053), (100, 94.381, 1151), (1000, 92.164, 1062), (10000, 91.372, 1226)];
+    let original = [
+        (1u32, 95.619, 1067),
+        (10, 94.262, 1053),
+        (100, 94.381, 1151),
+        (1000, 92.164, 1062),
+        (10000, 91.372, 1226),
+    ];
     let mut adds = Vec::new();
     let mut last_db = None;
     let mut last_svc = None;
@@ -147,24 +181,43 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
             let customer = format!("bench-{n}-{r}");
             let t = Instant::now();
             for i in 0..100 {
-                client.command_seq("shop.cmd.add-item", &add(&customer, &format!("item-{i}"))).await?;
+                client
+                    .command_seq("shop.cmd.add-item", &add(&customer, &format!("item-{i}")))
+                    .await?;
             }
             add_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             let t = Instant::now();
-            let v = client.request("shop.cmd.checkout", &json!({"customer_id": customer})).await?.ok();
+            let v = client
+                .request("shop.cmd.checkout", &json!({"customer_id": customer}))
+                .await?
+                .ok();
             co_us.push(us(t.elapsed()));
-            anyhow::ensure!(v["items"].as_array().map(Vec::len) == Some(100), "checkout of 100 products");
+            anyhow::ensure!(
+                v["items"].as_array().map(Vec::len) == Some(100),
+                "checkout of 100 products"
+            );
         }
         let a = median(&mut add_ms);
         let c = median(&mut co_us);
         adds.push(a);
-        let (oa, oc) = original.iter().find(|o| o.0 == n).map_or((f64::NAN, 0), |o| (o.1, o.2));
-        writeln!(out, "| {n} | {a:.1} | {:.2} | {c:.0} | {oa:.1} | {oc} |", a * 1000.0 / budget_us)?;
+        let (oa, oc) = original
+            .iter()
+            .find(|o| o.0 == n)
+            .map_or((f64::NAN, 0), |o| (o.1, o.2));
+        writeln!(
+            out,
+            "| {n} | {a:.1} | {:.2} | {c:.0} | {oa:.1} | {oc} |",
+            a * 1000.0 / budget_us
+        )?;
         last_db = Some(db);
         last_svc = Some(svc);
     }
-    let flat = adds.iter().cloned().fold(0.0, f64::max) / adds.iter().cloned().fold(f64::MAX, f64::min);
-    writeln!(out, "\nFlatness across shard counts (slowest / fastest add 100): {flat:.2}\n")?;
+    let flat =
+        adds.iter().cloned().fold(0.0, f64::max) / adds.iter().cloned().fold(f64::MAX, f64::min);
+    writeln!(
+        out,
+        "\nFlatness across shard counts (slowest / fastest add 100): {flat:.2}\n"
+    )?;
     drop(last_svc);
     drop(last_db);
 
@@ -178,7 +231,11 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..total / 64 {
-                c.command_seq("shop.cmd.add-item", &add(&format!("tp-{w}-{}", i % 100), &format!("i-{i}"))).await?;
+                c.command_seq(
+                    "shop.cmd.add-item",
+                    &add(&format!("tp-{w}-{}", i % 100), &format!("i-{i}")),
+                )
+                .await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -187,7 +244,10 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         task.await??;
     }
     let rate = (total / 64 * 64) as f64 / t.elapsed().as_secs_f64();
-    writeln!(out, "| throughput and lag | figure | ratio |\n|---|---|---|")?;
+    writeln!(
+        out,
+        "| throughput and lag | figure | ratio |\n|---|---|---|"
+    )?;
     writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each) | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", rate / b.pub64_rate)?;
 
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
@@ -245,7 +305,9 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let only: Option<Vec<String>> = std::env::var("SWITCHYARD_BENCH_ONLY").ok().map(|s| s.split(',').map(str::to_string).collect());
+    let only: Option<Vec<String>> = std::env::var("SWITCHYARD_BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(str::to_string).collect());
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let mut out = String::from("# Switchyard benchmarks\n\nCommand: `make bench` (release build; services in-process beside the clients, on one nats-server and PostgreSQL of this machine).\n\n");
     if wanted("shop") {
