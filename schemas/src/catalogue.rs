@@ -138,6 +138,24 @@ fn pretty(v: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Two different payloads never share one schema file name.
+    #[test]
+    fn schema_names_are_unique() {
+        let mut seen: std::collections::BTreeMap<&str, String> = Default::default();
+        for d in super::all() {
+            let mut pairs = vec![(d.request.0, &d.request.1)];
+            if let Some((n, sch)) = &d.reply {
+                pairs.push((n, sch));
+            }
+            for (name, schema) in pairs {
+                let text = serde_json::to_string(schema).unwrap_or_default();
+                if let Some(prev) = seen.insert(name, text.clone()) {
+                    assert_eq!(prev, text, "two different payloads are both named {name}");
+                }
+            }
+        }
+    }
+
     /// The checked-in files are exactly what the types generate.
     #[test]
     fn checked_in_schemas_are_current() {
