@@ -171,6 +171,9 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     let mut last_db = None;
     let mut last_svc = None;
     for &n in &shards {
+        // One deployment at a time: two deployments with different databases on one NATS would share
+        // (and fight over) the projection's durable consumer.
+        drop(last_svc.take());
         let db = TestDb::create().await?;
         let mut cfg = runtime::Config::for_urls(&nats.url(), &db.url);
         cfg.shop_shards = n;
