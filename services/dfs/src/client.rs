@@ -440,6 +440,16 @@ pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
         return Ok(());
     }
     let client = runtime::ctx::connect_nats(&url, "switchyard-dfs").await?;
+    // The connection is made in the background: wait for the server's INFO (chunk sizes depend on
+    // its max_payload).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client.server_info().max_payload == 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "NATS at {url} is not reachable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let out = run(Some(&client), args, Path::new("."), true).await;
     client.flush().await?;
     print!("{}", out?);
