@@ -12,47 +12,16 @@ use crate::Dispatch;
 use runtime::store::{encode_event, AppendError};
 use runtime::ServiceError;
 use schemas::dispatch::DispatchEvent;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 
 const ATTEMPTS: usize = 10;
 
-#[derive(Serialize, Deserialize)]
-enum Remembered<R> {
-    Ok(R),
-    Err(schemas::ErrorBody),
-}
-
 fn key(msg_id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"dispatch-view\0");
-    h.update(msg_id.as_bytes());
-    hex::encode(h.finalize())
+    runtime::store::Idempotency::key("dispatch-view", msg_id)
 }
 
 impl Dispatch {
-    async fn remembered<R: DeserializeOwned>(&self, key: &str) -> Option<Result<R, ServiceError>> {
-        let entry = self.idem.get(key).await?;
-        match serde_json::from_slice::<Remembered<R>>(&entry).ok()? {
-            Remembered::Ok(r) => Some(Ok(r)),
-            Remembered::Err(b) => Some(Err(ServiceError::new(b.error.code, b.error.message))),
-        }
-    }
-
-    async fn remember<R: Serialize>(&self, key: &str, result: &Result<R, ServiceError>) {
-        let value = match result {
-            Ok(r) => Remembered::Ok(r),
-            Err(e) if e.is_transient() => return,
-            Err(e) => Remembered::Err(e.body()),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&value) {
-            if let Err(e) = self.idem.put(key, bytes.into()).await {
-                tracing::warn!(error = %e, "could not remember the reply of a command");
-            }
-        }
-    }
-
     /// Runs one command on the aggregate at `subject`: `read` takes its state and last sequence
     /// from the model, `decide` returns the one event, `reply` builds the reply from the state
     /// after the event and the event's sequence.
@@ -73,7 +42,7 @@ impl Dispatch {
     {
         let key = msg_id.map(key);
         if let Some(k) = &key {
-            if let Some(r) = self.remembered::<R>(k).await {
+            if let Some(r) = self.idem.recall::<R>(k).await {
                 return r;
             }
         }
@@ -81,7 +50,7 @@ impl Dispatch {
             .execute_inner(subject, msg_id, key.as_deref(), &read, &decide, &reply)
             .await;
         if let Some(k) = &key {
-            self.remember(k, &result).await;
+            self.idem.record(k, &result).await;
         }
         result
     }
@@ -123,7 +92,7 @@ impl Dispatch {
                 Ok(ack) if ack.duplicate => {
                     if let Some(k) = key {
                         for _ in 0..40 {
-                            if let Some(r) = self.remembered::<R>(k).await {
+                            if let Some(r) = self.idem.recall::<R>(k).await {
                                 return r;
                             }
                             tokio::time::sleep(Duration::from_millis(50)).await;

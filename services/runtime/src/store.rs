@@ -9,7 +9,7 @@
 //! per-aggregate lock; between processes optimistic concurrency decides: on a wrong-sequence reply the
 //! aggregate is reloaded and the command decided again, a bounded number of times.
 //!
-//! Idempotency: a command carrying `Nats-Msg-Id` has its reply remembered in the KV bucket
+//! Idempotency: a command carrying `Nats-Msg-Id` has its reply remembered in the stream
 //! `SWITCHYARD_IDEMPOTENCY` for two minutes (the stream's duplicate window), so sending it again
 //! returns the first reply and appends nothing; a concurrent duplicate is caught by JetStream's own
 //! de-duplication and answered from the bucket once the first one has finished.
@@ -404,6 +404,40 @@ impl Idempotency {
             .map(|m| m.payload)
     }
 
+    /// The key under which the reply to `msg_id` is kept, for commands of `scope` (a context).
+    #[must_use]
+    pub fn key(scope: &str, msg_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(scope.as_bytes());
+        h.update([0]);
+        h.update(msg_id.as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// The reply remembered under `key`, if any: the first reply, success or definitive error.
+    pub async fn recall<R: DeserializeOwned>(&self, key: &str) -> Option<Result<R, ServiceError>> {
+        let entry = self.get(key).await?;
+        match serde_json::from_slice::<Remembered<R>>(&entry).ok()? {
+            Remembered::Ok(r) => Some(Ok(r)),
+            Remembered::Err(b) => Some(Err(ServiceError::new(b.error.code, b.error.message))),
+        }
+    }
+
+    /// Remembers a reply under `key`; a transient error (`unavailable`, `internal`) is not
+    /// remembered, so that sending the command again can succeed.
+    pub async fn record<R: Serialize>(&self, key: &str, result: &Result<R, ServiceError>) {
+        let value = match result {
+            Ok(r) => Remembered::Ok(r),
+            Err(e) if e.is_transient() => return,
+            Err(e) => Remembered::Err(e.body()),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&value) {
+            if let Err(e) = self.put(key, bytes.into()).await {
+                tracing::warn!(error = %e, "could not remember the reply of a command");
+            }
+        }
+    }
+
     /// Remembers `value` under `key` (waits for the ack).
     ///
     /// # Errors
@@ -535,35 +569,6 @@ impl<A: Aggregate> Repository<A> {
         Ok((slot.state.clone(), slot.seq))
     }
 
-    fn idem_key(&self, msg_id: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.domain.as_bytes());
-        h.update([0]);
-        h.update(msg_id.as_bytes());
-        hex::encode(h.finalize())
-    }
-
-    async fn remembered<R: DeserializeOwned>(&self, key: &str) -> Option<Result<R, ServiceError>> {
-        let entry = self.idem.get(key).await?;
-        match serde_json::from_slice::<Remembered<R>>(&entry).ok()? {
-            Remembered::Ok(r) => Some(Ok(r)),
-            Remembered::Err(b) => Some(Err(ServiceError::new(b.error.code, b.error.message))),
-        }
-    }
-
-    async fn remember<R: Serialize>(&self, key: &str, result: &Result<R, ServiceError>) {
-        let value = match result {
-            Ok(r) => Remembered::Ok(r),
-            Err(e) if e.is_transient() => return,
-            Err(e) => Remembered::Err(e.body()),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&value) {
-            if let Err(e) = self.idem.put(key, bytes.into()).await {
-                tracing::warn!(error = %e, "could not remember the reply of a command");
-            }
-        }
-    }
-
     /// Runs one command on the aggregate at `subject`.
     ///
     /// `decide` sees the current state and returns the one event to append (or the user's error);
@@ -585,9 +590,9 @@ impl<A: Aggregate> Repository<A> {
         D: Fn(&A) -> Result<(uuid::Uuid, DateTime<Utc>, A::Event), ServiceError>,
         F: Fn(&A, &A::Event, u64) -> R,
     {
-        let key = msg_id.map(|m| self.idem_key(m));
+        let key = msg_id.map(|m| Idempotency::key(&self.domain, m));
         if let Some(key) = &key {
-            if let Some(r) = self.remembered::<R>(key).await {
+            if let Some(r) = self.idem.recall::<R>(key).await {
                 return r;
             }
         }
@@ -595,7 +600,7 @@ impl<A: Aggregate> Repository<A> {
             .execute_inner(subject, msg_id, &decide, &reply, key.as_deref())
             .await;
         if let Some(key) = &key {
-            self.remember(key, &result).await;
+            self.idem.record(key, &result).await;
         }
         result
     }
@@ -655,7 +660,7 @@ impl<A: Aggregate> Repository<A> {
                     slot.loaded = false;
                     if let Some(key) = key {
                         for _ in 0..40 {
-                            if let Some(r) = self.remembered::<R>(key).await {
+                            if let Some(r) = self.idem.recall::<R>(key).await {
                                 return r;
                             }
                             tokio::time::sleep(Duration::from_millis(50)).await;
