@@ -141,23 +141,6 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    // Replace the path component (the database) of a postgres URL, keeping any query string.
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 /// A fresh database, dropped when the test ends.
 pub struct TestDb {
     pub url: String,
@@ -172,13 +155,13 @@ impl TestDb {
     /// The server is not reachable.
     pub async fn create_on(admin: &str) -> anyhow::Result<Self> {
         let name = format!("t_{}", uuid::Uuid::now_v7().simple());
-        let admin_db = with_database(admin, "postgres");
+        let admin_db = runtime::db::with_database(admin, "postgres");
         let mut conn = sqlx::PgConnection::connect_with_url(&admin_db).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
             .await?;
         Ok(Self {
-            url: with_database(admin, &name),
+            url: runtime::db::with_database(admin, &name),
             admin: admin_db,
             name,
         })

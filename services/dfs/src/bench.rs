@@ -21,25 +21,10 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 async fn admin(url: &str, sql: String) -> anyhow::Result<()> {
     use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(&with_database(url, "postgres")).await?;
+    let mut conn =
+        sqlx::PgConnection::connect(&runtime::db::with_database(url, "postgres")).await?;
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await?;
@@ -228,7 +213,7 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
     let tmp = tempfile_dir()?;
     let result = run(
         nats_url,
-        &with_database(database_url, &db_name),
+        &runtime::db::with_database(database_url, &db_name),
         &tmp,
         size_mb,
         rerep_mb,

@@ -53,3 +53,36 @@ pub async fn migrate(
 pub async fn migrate_runtime(pool: &PgPool) -> anyhow::Result<()> {
     migrate(pool, "runtime", sqlx::migrate!("./migrations")).await
 }
+
+/// `url` with its database (the path) replaced by `db`, keeping any query string.
+#[must_use]
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn with_database_replaces_only_the_path() {
+        assert_eq!(
+            super::with_database("postgres://u@h:5/a?sslmode=disable", "b"),
+            "postgres://u@h:5/b?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h:5", "b"),
+            "postgres://u@h:5/b"
+        );
+    }
+}
