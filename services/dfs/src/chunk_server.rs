@@ -10,7 +10,7 @@
 //! `dfs.heartbeat.<id>` every `SWITCHYARD_DFS_HEARTBEAT_MS`.
 
 use crate::disk::{Disk, Meta, ReadError};
-use crate::domain::{check_upload, encode_frame, split_frame, ChunkId, HEADER_ROOM};
+use crate::domain::{check_upload, split_frame, ChunkId, HEADER_ROOM};
 use crate::settings::Settings;
 use anyhow::Context as _;
 use async_nats::service::ServiceExt;
@@ -344,16 +344,17 @@ async fn handle(shared: &Shared, payload: &Bytes) -> Result<Bytes, Refusal> {
             let read_id = id.clone();
             let read = tokio::task::spawn_blocking(move || disk.read(&read_id)).await.map_err(|e| (500, e.to_string()))?;
             match read {
-                Ok((meta, bytes)) => {
+                Ok(held) => {
                     let reply = ChunkReply {
                         status: "success".into(),
                         message: None,
-                        chunk_index: Some(meta.chunk_index),
-                        chunk_size: Some(meta.chunk_size),
-                        sha256: Some(meta.sha256),
+                        chunk_index: Some(held.meta.chunk_index),
+                        chunk_size: Some(held.meta.chunk_size),
+                        sha256: Some(held.meta.sha256.clone()),
                         chunks: None,
                     };
-                    Ok(encode_frame(&reply, &bytes).into())
+                    let header = serde_json::to_vec(&reply).map_err(|e| (500, e.to_string()))?;
+                    Ok(held.into_frame(&header))
                 }
                 Err(ReadError::Missing(_)) => Err((404, format!("no chunk {id} on this server"))),
                 Err(ReadError::Corrupt(_, why)) => {

@@ -7,11 +7,171 @@
 //! they become file names, so no path leaves the directory. Blocking calls: run them on
 //! `spawn_blocking`.
 
-use crate::domain::{sha256_hex, split_frame, ChunkId, DELIMITER};
+use crate::domain::{frame_in_place, sha256_hex, split_frame, ChunkId, DELIMITER, FRAME_ROOM};
 use schemas::dfs::StoredChunk;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+/// Alignment of direct I/O buffers, lengths and offsets (the page size, a multiple of every block
+/// size in use).
+const ALIGN: usize = 4096;
+
+thread_local! {
+    /// A blocking thread's buffer for direct writes, kept so that its pages are not faulted in
+    /// again for every chunk.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes `parts` to a new file at `path` and fsyncs it. Written with direct I/O (`O_DIRECT`):
+/// chunk bytes go from one aligned buffer to the disk without being copied into the page cache,
+/// which costs more CPU than the disk does (see `BENCHMARKS.md`), and without evicting what
+/// readers use. Where the file system refuses direct I/O (tmpfs, say), a plain buffered write.
+fn write_synced(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    match write_direct(path, parts) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => write_buffered(path, parts),
+        other => other,
+    }
+}
+
+fn write_buffered(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    for part in parts {
+        f.write_all(part)?;
+    }
+    f.sync_all()
+}
+
+fn write_direct(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Direct writes move whole blocks: the last one is padded, and the file cut to `len` after.
+    let padded = len.div_ceil(ALIGN).max(1) * ALIGN;
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < padded + ALIGN {
+            buf.resize(padded + ALIGN, 0);
+        }
+        let start = buf.as_ptr().align_offset(ALIGN);
+        let block = &mut buf[start..start + padded];
+        let mut at = 0;
+        for part in parts {
+            block[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        block[at..].fill(0);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)?;
+        f.write_all(block)?;
+        f.set_len(len as u64)?;
+        f.sync_all()
+    })
+}
+
+/// A file written piece by piece at offsets (a download), with direct I/O where the file system
+/// and the pieces allow it (every piece but the last a multiple of the block size), else buffered.
+/// Not synced: it is the user's file, not a replica.
+pub struct OutFile {
+    path: PathBuf,
+    file: std::fs::File,
+    direct: bool,
+    len: u64,
+}
+
+impl OutFile {
+    /// Creates (truncating) `path`; `piece` is the size of every piece but the last.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn create(path: &Path, piece: u64) -> std::io::Result<Self> {
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        if piece > 0 && piece.is_multiple_of(ALIGN as u64) {
+            if let Ok(file) = open.clone().custom_flags(libc::O_DIRECT).open(path) {
+                return Ok(Self {
+                    path: path.to_path_buf(),
+                    file,
+                    direct: true,
+                    len: 0,
+                });
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: open.open(path)?,
+            direct: false,
+            len: 0,
+        })
+    }
+
+    /// Writes `bytes` at `offset`.
+    ///
+    /// # Errors
+    /// Disk errors.
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        self.len = self.len.max(offset + bytes.len() as u64);
+        if self.direct && offset.is_multiple_of(ALIGN as u64) {
+            let padded = bytes.len().div_ceil(ALIGN).max(1) * ALIGN;
+            let done = SCRATCH.with_borrow_mut(|buf| {
+                if buf.len() < padded + ALIGN {
+                    buf.resize(padded + ALIGN, 0);
+                }
+                let start = buf.as_ptr().align_offset(ALIGN);
+                let block = &mut buf[start..start + padded];
+                block[..bytes.len()].copy_from_slice(bytes);
+                block[bytes.len()..].fill(0);
+                self.file.write_all_at(block, offset)
+            });
+            match done {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                other => return other,
+            }
+        }
+        // Buffered, on a descriptor without O_DIRECT.
+        if self.direct {
+            self.file = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+            self.direct = false;
+        }
+        self.file.write_all_at(bytes, offset)
+    }
+
+    /// Cuts the padding of the last piece off.
+    ///
+    /// # Errors
+    /// Disk errors.
+    pub fn finish(self) -> std::io::Result<u64> {
+        self.file.set_len(self.len)?;
+        Ok(self.len)
+    }
+}
+
+/// A chunk read from disk and verified. Its bytes sit behind room for a frame header, so that a
+/// reply frame is made without copying them ([`Held::into_frame`]).
+#[derive(Debug)]
+pub struct Held {
+    pub meta: Meta,
+    buf: Vec<u8>,
+    body_start: usize,
+}
+
+impl Held {
+    /// The chunk's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.body_start..]
+    }
+
+    /// The frame `header`, `\n\n`, the bytes.
+    #[must_use]
+    pub fn into_frame(self, header: &[u8]) -> bytes::Bytes {
+        frame_in_place(self.buf, self.body_start, header)
+    }
+}
 
 /// What is kept beside a chunk's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,12 +250,8 @@ impl Disk {
             uuid::Uuid::new_v4().simple()
         ));
         let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
-            f.write_all(DELIMITER)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            drop(f);
+            let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+            write_synced(&tmp, &[&header, DELIMITER, bytes])?;
             std::fs::rename(&tmp, self.path(id))?;
             std::fs::File::open(self.root.join("chunks"))?.sync_all()
         })();
@@ -109,8 +265,8 @@ impl Disk {
     ///
     /// # Errors
     /// [`ReadError::Corrupt`] when the file does not parse or the bytes do not match.
-    pub fn read(&self, id: &ChunkId) -> Result<(Meta, bytes::Bytes), ReadError> {
-        let mut buf = Vec::new();
+    pub fn read(&self, id: &ChunkId) -> Result<Held, ReadError> {
+        let mut buf = vec![0u8; FRAME_ROOM];
         match std::fs::File::open(self.path(id)) {
             Ok(mut f) => f
                 .read_to_end(&mut buf)
@@ -121,7 +277,7 @@ impl Disk {
             Err(e) => return Err(ReadError::Io(id.to_string(), e)),
         };
         let corrupt = |why: String| ReadError::Corrupt(id.to_string(), why);
-        let frame = split_frame(&buf, true).map_err(|e| corrupt(e.to_string()))?;
+        let frame = split_frame(&buf[FRAME_ROOM..], true).map_err(|e| corrupt(e.to_string()))?;
         let meta: Meta =
             serde_json::from_value(frame.header).map_err(|e| corrupt(e.to_string()))?;
         if frame.body.len() as u64 != meta.chunk_size {
@@ -135,8 +291,12 @@ impl Disk {
         if actual != meta.sha256 {
             return Err(corrupt("checksum mismatch".into()));
         }
-        let offset = buf.len() - frame.body.len();
-        Ok((meta, bytes::Bytes::from(buf).slice(offset..)))
+        let body_start = buf.len() - frame.body.len();
+        Ok(Held {
+            meta,
+            buf,
+            body_start,
+        })
     }
 
     /// The checksum a held chunk's header records (its bytes are not read).
@@ -228,8 +388,13 @@ mod tests {
             file_id: None,
         };
         disk.write(&id, &meta, &bytes).unwrap();
-        let (m, b) = disk.read(&id).unwrap();
-        assert_eq!((m, b.to_vec()), (meta.clone(), bytes.clone()));
+        let held = disk.read(&id).unwrap();
+        assert_eq!((&held.meta, held.bytes()), (&meta, &bytes[..]));
+        let frame = held.into_frame(b"{}");
+        assert_eq!(
+            &frame[..],
+            &crate::domain::encode_frame(&serde_json::json!({}), &bytes)[..]
+        );
         assert_eq!(disk.list().unwrap()[0].chunk_index, 2);
         assert_eq!(disk.recorded_sha(&id), Some(meta.sha256.clone()));
         // Flip one byte: never served.
@@ -247,5 +412,24 @@ mod tests {
             .is_none());
         let sid = disk.server_id(|| "abc".into()).unwrap();
         assert_eq!(disk.server_id(|| "other".into()).unwrap(), sid);
+    }
+
+    #[test]
+    fn out_files_hold_exactly_the_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * 8192 + 100).map(|i| (i % 251) as u8).collect();
+        // Aligned pieces (direct I/O where the file system has it), then pieces of odd sizes.
+        for piece in [8192usize, 1000] {
+            let path = dir.path().join(format!("out{piece}"));
+            let mut out = OutFile::create(&path, piece as u64).unwrap();
+            for (k, chunk) in data.chunks(piece).enumerate() {
+                out.write_at((k * piece) as u64, chunk).unwrap();
+            }
+            assert_eq!(out.finish().unwrap(), data.len() as u64);
+            assert_eq!(std::fs::read(&path).unwrap(), data, "piece {piece}");
+        }
+        let path = dir.path().join("empty");
+        OutFile::create(&path, 0).unwrap().finish().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
     }
 }

@@ -184,6 +184,29 @@ pub fn encode_frame<H: Serialize>(header: &H, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Room kept in front of a chunk's bytes for the header of the frame that will carry them, so
+/// that [`frame_in_place`] adds the header without copying the bytes.
+pub const FRAME_ROOM: usize = 512;
+
+/// The frame `header`, `\n\n`, `buf[body_start..]`, written into the room in front of the body
+/// when it fits (no copy of the bytes), else built anew.
+#[must_use]
+pub fn frame_in_place(mut buf: Vec<u8>, body_start: usize, header: &[u8]) -> bytes::Bytes {
+    let need = header.len() + DELIMITER.len();
+    if need <= body_start {
+        let start = body_start - need;
+        buf[start..start + header.len()].copy_from_slice(header);
+        buf[start + header.len()..body_start].copy_from_slice(DELIMITER);
+        bytes::Bytes::from(buf).slice(start..)
+    } else {
+        let mut out = Vec::with_capacity(need + buf.len() - body_start);
+        out.extend_from_slice(header);
+        out.extend_from_slice(DELIMITER);
+        out.extend_from_slice(&buf[body_start..]);
+        out.into()
+    }
+}
+
 /// An upload that passed every check: safe to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidUpload {
@@ -691,7 +714,14 @@ mod tests {
         // Empty body.
         assert_eq!(split_frame(b"{}\n\n", true).unwrap().body, b"");
         // Binary bytes after the delimiter.
+        let with_room = |room: usize| {
+            let mut v = vec![9u8; room];
+            v.extend_from_slice(&[0, 255, 10, 10, 1]);
+            frame_in_place(v, room, br#"{"k":"v"}"#)
+        };
+        let (in_place, no_room) = (with_room(16), with_room(3));
         let mut buf = encode_frame(&serde_json::json!({"k": "v"}), &[0, 255, 10, 10, 1]);
+        assert_eq!((&in_place[..], &no_room[..]), (&buf[..], &buf[..]));
         assert_eq!(split_frame(&buf, true).unwrap().body, &[0, 255, 10, 10, 1]);
         buf.truncate(3);
         assert_eq!(split_frame(&buf, true), Err(FrameError::NoDelimiter));
