@@ -174,48 +174,37 @@ impl Projection for DhtProjection {
             }
         }
         if !dk.is_empty() {
+            // A join: planned for each batch's arrays (not a generic plan made when the table was
+            // small, which would scan it).
             sqlx::query("DELETE FROM shop.dht_items d USING UNNEST($1::text[], $2::text[]) AS x(key, item_id) WHERE d.key = x.key AND d.item_id = x.item_id")
+                .persistent(false)
                 .bind(&dk)
                 .bind(&di)
                 .execute(&mut *tx)
                 .await?;
         }
-        // 3. added or changed lines, in one upsert.
-        let mut cols = UpsertCols::default();
+        // 3. added or changed lines: one upsert per kind of change (how the count, the prices and
+        //    the position are set), each an `INSERT .. ON CONFLICT` on the primary key, so the plan
+        //    is an index probe per line whatever PostgreSQL knows of the table's size.
+        let mut groups: HashMap<UpsertKind, UpsertCols> = HashMap::new();
         for k in &keys_in_order {
             let ops = &carts[k];
             for item in &ops.order {
                 let op = &ops.lines[item];
-                cols.push(k, item, op);
+                groups.entry(UpsertKind::of(op)).or_default().push(k, item, op);
             }
         }
-        if !cols.key.is_empty() {
-            sqlx::query(
-                "WITH x AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bool[], $5::bool[], $6::bigint[], $7::bigint[], $8::timestamptz[], $9::bigint[], $10::bool[]) \
-                      AS x(key, item_id, n, absolute, has_prices, offered, sale, exp, pos, reposition)), \
-                 upd AS (UPDATE shop.dht_items t SET \
-                      item_count = CASE WHEN x.absolute THEN x.n ELSE t.item_count + x.n END, \
-                      offered_cents = CASE WHEN x.has_prices THEN x.offered ELSE t.offered_cents END, \
-                      sale_cents = CASE WHEN x.has_prices THEN x.sale ELSE t.sale_cents END, \
-                      sale_expiration = CASE WHEN x.has_prices THEN x.exp ELSE t.sale_expiration END, \
-                      position = CASE WHEN x.reposition THEN x.pos ELSE t.position END \
-                    FROM x WHERE t.key = x.key AND t.item_id = x.item_id RETURNING t.key, t.item_id) \
-                 INSERT INTO shop.dht_items (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
-                 SELECT x.key, x.item_id, x.n, COALESCE(x.offered, 0), x.sale, x.exp, x.pos FROM x \
-                 WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.key = x.key AND upd.item_id = x.item_id)",
-            )
-            .bind(&cols.key)
-            .bind(&cols.item)
-            .bind(&cols.n)
-            .bind(&cols.absolute)
-            .bind(&cols.has_prices)
-            .bind(&cols.offered)
-            .bind(&cols.sale)
-            .bind(&cols.exp)
-            .bind(&cols.pos)
-            .bind(&cols.reposition)
-            .execute(&mut *tx)
-            .await?;
+        for (kind, cols) in &groups {
+            sqlx::query(sqlx::AssertSqlSafe(kind.sql()))
+                .bind(&cols.key)
+                .bind(&cols.item)
+                .bind(&cols.n)
+                .bind(&cols.offered)
+                .bind(&cols.sale)
+                .bind(&cols.exp)
+                .bind(&cols.pos)
+                .execute(&mut *tx)
+                .await?;
         }
         // 4. keys: present ones get their shard and last sequence, checked-out ones leave.
         let (mut pk, mut ph, mut ps, mut pq, mut gone) = (vec![], vec![], vec![], vec![], vec![]);
@@ -260,36 +249,73 @@ impl Projection for DhtProjection {
     }
 }
 
+/// How an upserted line changes a line the table already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct UpsertKind {
+    /// The count replaces the held one (else it is added to it).
+    absolute: bool,
+    /// The prices replace the held ones (else they are kept).
+    prices: bool,
+    /// The line moves to the end (it was deleted earlier in the batch).
+    reposition: bool,
+}
+
+impl UpsertKind {
+    fn of(op: &LineOp) -> Self {
+        Self {
+            absolute: matches!(op.count, Count::Absolute(_)),
+            prices: op.prices.is_some(),
+            reposition: op.reposition,
+        }
+    }
+
+    /// The statement for lines of this kind (a line not held is inserted as given).
+    fn sql(self) -> String {
+        let count = if self.absolute {
+            "EXCLUDED.item_count"
+        } else {
+            "t.item_count + EXCLUDED.item_count"
+        };
+        let prices = if self.prices {
+            "offered_cents = EXCLUDED.offered_cents, sale_cents = EXCLUDED.sale_cents, sale_expiration = EXCLUDED.sale_expiration, "
+        } else {
+            ""
+        };
+        let position = if self.reposition {
+            "EXCLUDED.position"
+        } else {
+            "t.position"
+        };
+        format!(
+            "INSERT INTO shop.dht_items AS t (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
+             SELECT k, i, n, COALESCE(o, 0), s, e, p FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bigint[]) AS x(k, i, n, o, s, e, p) \
+             ON CONFLICT (key, item_id) DO UPDATE SET item_count = {count}, {prices}position = {position}"
+        )
+    }
+}
+
 #[derive(Default)]
 struct UpsertCols<'a> {
     key: Vec<&'a str>,
     item: Vec<&'a str>,
     n: Vec<i64>,
-    absolute: Vec<bool>,
-    has_prices: Vec<bool>,
     offered: Vec<Option<i64>>,
     sale: Vec<Option<i64>>,
     exp: Vec<Option<DateTime<Utc>>>,
     pos: Vec<i64>,
-    reposition: Vec<bool>,
 }
 
 impl<'a> UpsertCols<'a> {
     fn push(&mut self, key: &'a str, item: &'a str, op: &LineOp) {
         self.key.push(key);
         self.item.push(item);
-        let (n, absolute) = match op.count {
-            Count::Delta(d) => (d, false),
-            Count::Absolute(a) => (a, true),
-        };
-        self.n.push(n);
-        self.absolute.push(absolute);
-        self.has_prices.push(op.prices.is_some());
+        self.n.push(match op.count {
+            Count::Delta(d) | Count::Absolute(d) => d,
+        });
         self.offered.push(op.prices.map(|p| p.0 .0));
         self.sale.push(op.prices.and_then(|p| p.1).map(|m| m.0));
         self.exp.push(op.prices.and_then(|p| p.2));
         self.pos.push(op.position);
-        self.reposition.push(op.reposition);
     }
 }
 

@@ -120,6 +120,85 @@ async fn baselines(nats: &async_nats::Client, n: usize) -> anyhow::Result<Baseli
     })
 }
 
+/// The bare command pipeline, without any of Switchyard's code: 64 clients each send a request;
+/// a responder (a runtime and a connection of its own, as the services have) appends the body with
+/// `Nats-Expected-Last-Subject-Sequence` on the cart's subject and `Nats-Msg-Id`, waits for the
+/// ack and replies with the sequence. What every command must cost at least (three message routings
+/// and one store), without decoding, deciding, caching or projecting. Returns commands per second.
+async fn bare_pipeline(nats_url: &str, client: &async_nats::Client, total: usize) -> anyhow::Result<f64> {
+    let url = nats_url.to_string();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let responder = std::thread::spawn(move || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let nats = async_nats::connect(&url).await?;
+            let js = async_nats::jetstream::new(nats.clone());
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: "BENCHCMD".into(),
+                subjects: vec!["bench.cmdev.>".into()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut sub = nats.queue_subscribe("bench.cmd.*", "bench".into()).await?;
+            nats.flush().await?;
+            let _ = ready_tx.send(());
+            let last = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new()));
+            let serve = async {
+                while let Some(m) = sub.next().await {
+                    let (js, nats, last) = (js.clone(), nats.clone(), last.clone());
+                    tokio::spawn(async move {
+                        let cart = m.subject.as_str().rsplit('.').next().unwrap_or_default().to_string();
+                        let subject = format!("bench.cmdev.{cart}");
+                        let expected = last.lock().map(|l| l.get(&cart).copied().unwrap_or(0)).unwrap_or(0);
+                        let msg = async_nats::jetstream::message::PublishMessage::build()
+                            .payload(m.payload.clone())
+                            .message_id(uuid::Uuid::now_v7().to_string())
+                            .expected_last_subject_sequence(expected);
+                        let Ok(ack) = js.send_publish(subject, msg).await else { return };
+                        let Ok(ack) = ack.await else { return };
+                        if let Ok(mut l) = last.lock() {
+                            l.insert(cart, ack.sequence);
+                        }
+                        if let Some(reply) = m.reply {
+                            let _ = nats.publish(reply, format!("{{\"seq\":{}}}", ack.sequence).into()).await;
+                        }
+                    });
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                _ = stop_rx => {}
+            }
+            Ok(())
+        })
+    });
+    ready_rx.await.context("the bare responder did not start")?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&add("bare", "item"))?);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (c, body) = (client.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..total / 64 {
+                c.request(format!("bench.cmd.tp-{w}-{}", i % 100), body.clone()).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (total / 64 * 64) as f64 / t.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    responder.join().map_err(|_| anyhow::anyhow!("the bare responder panicked"))??;
+    Ok(rate)
+}
+
 fn add(customer: &str, item: &str) -> serde_json::Value {
     json!({"customer_id": customer, "item_id": item, "offered_price": 9.99, "item_count": 1, "special_sale": null, "sale_expiration": null})
 }
@@ -224,10 +303,11 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     drop(last_svc);
     drop(last_db);
 
-    // Command throughput: 64 concurrent clients.
+    // Command throughput: 64 concurrent clients, against the bare pipeline first.
+    let total = env_or("SWITCHYARD_BENCH_THROUGHPUT_COMMANDS", 20_000usize);
+    let bare = bare_pipeline(&nats.url(), &client.nats, total).await?;
     let db = TestDb::create().await?;
     let svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
-    let total = env_or("SWITCHYARD_BENCH_THROUGHPUT_COMMANDS", 20_000usize);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..64 {
@@ -251,7 +331,8 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         out,
         "| throughput and lag | figure | ratio |\n|---|---|---|"
     )?;
-    writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each) | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", rate / b.pub64_rate)?;
+    writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each), projection running | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {:.2} of the bare pipeline |", rate / b.pub64_rate, rate / bare)?;
+    writeln!(out, "| bare pipeline, 64 concurrent clients: request, acked publish with expected sequence, reply; no Switchyard code | {bare:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", bare / b.pub64_rate)?;
 
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
