@@ -33,7 +33,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         store.clone(),
         ctx.pool.clone(),
         projection::TreeProjection::default(),
-        ctx.config.projection_batch,
+        ctx.config.batching(),
     )
     .await?;
     ctx.health.projection("cluster", handle.clone());

@@ -51,7 +51,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         store.clone(),
         ctx.pool.clone(),
         projection::Catalog,
-        ctx.config.projection_batch,
+        ctx.config.batching(),
     )
     .await?;
     ctx.health.projection("dfs", catalog.clone());

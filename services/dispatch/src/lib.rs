@@ -486,7 +486,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         store.clone(),
         ctx.pool.clone(),
         projection::ReadModel,
-        ctx.config.projection_batch,
+        ctx.config.batching(),
     )
     .await?;
     ctx.health.projection("dispatch", read_model.clone());

@@ -72,7 +72,7 @@ async fn start_inner(ctx: &Ctx) -> anyhow::Result<()> {
         store.clone(),
         ctx.pool.clone(),
         projection::ReadModel,
-        ctx.config.projection_batch,
+        ctx.config.batching(),
     )
     .await?;
     ctx.health.projection("engine", read_model.clone());

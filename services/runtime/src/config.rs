@@ -23,10 +23,26 @@ pub struct Config {
     pub dfs_replicas: u32,
     /// `SWITCHYARD_PROJECTION_BATCH`: most events one projection transaction takes (default 500).
     pub projection_batch: usize,
+    /// `SWITCHYARD_PROJECTION_LINGER_MS`: how long a projection batch that is not full waits for
+    /// more events once it holds one (default 5; 0 takes only what is already there).
+    pub projection_linger: Duration,
     /// `SWITCHYARD_INSTANCE`: a name for this process in logs and health (default host-pid).
     pub instance: String,
     /// `SWITCHYARD_QUERY_WAIT_MS`: longest `min_seq` wait (default 5000).
     pub min_seq_wait: Duration,
+}
+
+const DEFAULT_LINGER_MS: u64 = 5;
+
+impl Config {
+    /// How the projectors make batches.
+    #[must_use]
+    pub fn batching(&self) -> crate::projector::Batching {
+        crate::projector::Batching {
+            max: self.projection_batch,
+            linger: self.projection_linger,
+        }
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -59,6 +75,10 @@ impl Config {
         if !(1..=10_000).contains(&projection_batch) {
             anyhow::bail!("SWITCHYARD_PROJECTION_BATCH must be 1 to 10000");
         }
+        let linger_ms: u64 = parse("SWITCHYARD_PROJECTION_LINGER_MS", DEFAULT_LINGER_MS)?;
+        if linger_ms > 1000 {
+            anyhow::bail!("SWITCHYARD_PROJECTION_LINGER_MS={linger_ms}: at most 1000 (ms)");
+        }
         Ok(Self {
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             database_url: var("DATABASE_URL")
@@ -71,6 +91,7 @@ impl Config {
             dfs_dir: var("SWITCHYARD_DFS_DIR").unwrap_or_else(|| "./var/dfs".into()),
             dfs_replicas: parse("SWITCHYARD_DFS_REPLICAS", 3)?,
             projection_batch,
+            projection_linger: Duration::from_millis(linger_ms),
             instance: var("SWITCHYARD_INSTANCE")
                 .unwrap_or_else(|| format!("switchyard-{}", std::process::id())),
             min_seq_wait: Duration::from_millis(parse("SWITCHYARD_QUERY_WAIT_MS", 5000)?),
@@ -90,6 +111,7 @@ impl Config {
             dfs_dir: "./var/dfs".into(),
             dfs_replicas: 3,
             projection_batch: 500,
+            projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
             instance: format!("test-{}", uuid::Uuid::now_v7()),
             min_seq_wait: Duration::from_secs(5),
         }

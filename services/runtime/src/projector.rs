@@ -171,6 +171,25 @@ async fn pull_into(
     Ok(())
 }
 
+/// Takes up to `n` messages that are already there, without waiting for more.
+async fn fetch_into(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    n: usize,
+    out: &mut Vec<jetstream::Message>,
+) -> anyhow::Result<()> {
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(n)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, msgs.next()).await {
+        out.push(m.map_err(|e| anyhow::anyhow!("fetch: {e}"))?);
+    }
+    Ok(())
+}
+
 fn consumer_name(name: &str) -> String {
     format!("proj_{name}")
 }
@@ -189,6 +208,29 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// How a projector makes batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Most events in one transaction.
+    pub max: usize,
+    /// How long a batch that is not full waits for more events once it holds one. A transaction
+    /// per event costs PostgreSQL several round trips and a commit; under a steady trickle of
+    /// commands, waiting a few milliseconds turns many such transactions into one, which leaves the
+    /// CPU to the commands (see `BENCHMARKS.md`). It delays read-model visibility by as much.
+    pub linger: Duration,
+}
+
+impl Batching {
+    /// At most `max` events a batch, no waiting.
+    #[must_use]
+    pub fn max(max: usize) -> Self {
+        Self {
+            max,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
 /// Starts projection `p` over `store`'s stream, writing into `pool`.
 ///
 /// # Errors
@@ -197,7 +239,7 @@ pub async fn spawn<P: Projection>(
     store: EventStore,
     pool: PgPool,
     p: P,
-    batch: usize,
+    batching: Batching,
 ) -> anyhow::Result<ProjectionHandle> {
     sqlx::query(
         "INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
@@ -227,7 +269,8 @@ pub async fn spawn<P: Projection>(
         store,
         pool,
         p: Arc::new(p),
-        batch,
+        batch: batching.max.max(1),
+        linger: batching.linger,
         handle: handle.clone(),
     };
     tokio::spawn(async move { runner.run().await });
@@ -275,6 +318,7 @@ struct Runner<P: Projection> {
     pool: PgPool,
     p: Arc<P>,
     batch: usize,
+    linger: Duration,
     handle: ProjectionHandle,
 }
 
@@ -410,6 +454,13 @@ impl<P: Projection> Runner<P> {
         let more = (pending as usize).min(self.batch.saturating_sub(batch.len()));
         if more > 0 {
             pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
+        }
+        if !self.linger.is_zero() && batch.len() < self.batch {
+            // Not full: give the events that are on their way a moment to join this batch, then
+            // take what is there (a pull that does not wait: a pull that waits for only a few
+            // milliseconds is not reliably ended by nats-server 2.9).
+            tokio::time::sleep(self.linger).await;
+            fetch_into(consumer, self.batch - batch.len(), &mut batch).await?;
         }
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
         let pulled = started.elapsed();

@@ -89,7 +89,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         store.clone(),
         ctx.pool.clone(),
         DhtProjection { shards },
-        ctx.config.projection_batch,
+        ctx.config.batching(),
     )
     .await?;
     ctx.health.projection("shop", dht.clone());

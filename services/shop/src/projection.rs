@@ -191,7 +191,10 @@ impl Projection for DhtProjection {
             let ops = &carts[k];
             for item in &ops.order {
                 let op = &ops.lines[item];
-                groups.entry(UpsertKind::of(op)).or_default().push(k, item, op);
+                groups
+                    .entry(UpsertKind::of(op))
+                    .or_default()
+                    .push(k, item, op);
             }
         }
         for (kind, cols) in &groups {
