@@ -21,7 +21,7 @@ pub const DEFAULT_CHUNK: u64 = 4 * 1024 * 1024;
 /// Attempts per replica (each on another server when there is one).
 pub const MAX_ATTEMPTS: usize = 3;
 /// Chunks in flight at once.
-pub const PARALLEL: usize = 8;
+pub const PARALLEL: usize = 16;
 /// Files at least this large get a progress bar.
 const PROGRESS_FROM: u64 = 16 * 1024 * 1024;
 
