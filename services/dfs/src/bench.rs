@@ -6,7 +6,7 @@
 //! coordinator and 4 chunk servers in a runtime of their own, with data in a temporary directory.
 //! Settings: `SWITCHYARD_BENCH_DFS_MB` (file size, default 200) and `SWITCHYARD_BENCH_DFS_REREP_MB`
 //! (data held before a server is lost, default 1024) and `SWITCHYARD_BENCH_DFS_REPS` (uploads,
-//! downloads and raw runs whose medians are reported, default 3), `SWITCHYARD_BENCH_DFS_CHUNK_KB`
+//! downloads and raw runs whose medians are reported, default 5), `SWITCHYARD_BENCH_DFS_CHUNK_KB`
 //! (chunk size, default the client's 4096).
 
 use crate::chunk_server::{ChunkServer, ChunkServerOptions};
@@ -276,7 +276,7 @@ async fn run(
     .saturating_mul(1024)
     .min(client::max_chunk(&nats));
     let size = size_mb * 1_048_576;
-    let reps = env_or("SWITCHYARD_BENCH_DFS_REPS", 3).max(1);
+    let reps = env_or("SWITCHYARD_BENCH_DFS_REPS", 5).max(1);
     let (mut raw_ups, mut raw_downs, mut raw_x3) = (Vec::new(), Vec::new(), Vec::new());
     // The baseline is the better of the client's parallelism and fewer in flight (on 2 cores,
     // more large messages in flight can make the bare transfer slower).
