@@ -624,6 +624,16 @@ impl<A: Aggregate> Repository<A> {
         // a cached state is checked against the stream first: another process may have appended
         // what makes the command valid (an append would catch that, a refusal would not).
         let mut fresh = false;
+        if !slot.loaded {
+            // An aggregate this process has not seen is most often a new one: decide on the empty
+            // state and append expecting no event on the subject. If the subject has events after
+            // all, the append is refused (wrong last sequence) and they are read then, as after a
+            // lost race; a refusal decided on the guess is checked against the stream (`fresh` is
+            // false). So a new aggregate costs no read, and an old one no more than before.
+            slot.state = A::default();
+            slot.seq = 0;
+            slot.loaded = true;
+        }
         let mut attempt = 0;
         while attempt < MAX_ATTEMPTS {
             attempt += 1;
