@@ -157,14 +157,23 @@ async fn pull_into(
     expires: Duration,
     out: &mut Vec<jetstream::Message>,
 ) -> anyhow::Result<()> {
-    let mut msgs = consumer
+    let msgs = consumer
         .batch()
         .max_messages(n)
         .expires(expires)
         .messages()
         .await
         .map_err(|e| anyhow::anyhow!("pull: {e}"))?;
-    let deadline = tokio::time::Instant::now() + expires + Duration::from_secs(1);
+    collect(msgs, expires + Duration::from_secs(1), out).await
+}
+
+/// Reads a pull's messages into `out` until it ends, or for at most `patience`.
+async fn collect(
+    mut msgs: pull::Batch,
+    patience: Duration,
+    out: &mut Vec<jetstream::Message>,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, msgs.next()).await {
         out.push(m.map_err(|e| anyhow::anyhow!("pull: {e}"))?);
     }
@@ -177,17 +186,13 @@ async fn fetch_into(
     n: usize,
     out: &mut Vec<jetstream::Message>,
 ) -> anyhow::Result<()> {
-    let mut msgs = consumer
+    let msgs = consumer
         .fetch()
         .max_messages(n)
         .messages()
         .await
         .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, msgs.next()).await {
-        out.push(m.map_err(|e| anyhow::anyhow!("fetch: {e}"))?);
-    }
-    Ok(())
+    collect(msgs, Duration::from_secs(2), out).await
 }
 
 fn consumer_name(name: &str) -> String {
