@@ -948,7 +948,24 @@ async fn with_two_processes_each_delta_is_published_once_and_survives_the_publis
 
     // The process holding the publisher lease (the first to start) dies; the other takes over.
     first.kill();
-    let r = ok(&c, "execute", json!({"manager_id": m})).await;
+    // A request sent before nats-server has noticed the dead connection can still be routed to it
+    // and is lost: a client retries, with the same Nats-Msg-Id so the command happens once.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "execute-after-kill");
+    let body = serde_json::to_vec(&json!({"manager_id": m})).unwrap();
+    let mut reply = None;
+    for _ in 0..5 {
+        let request = async_nats::Request::new()
+            .headers(headers.clone())
+            .payload(body.clone().into())
+            .timeout(Some(Duration::from_secs(2)));
+        if let Ok(msg) = c.nats.send_request("cluster.cmd.execute", request).await {
+            reply = Some(msg);
+            break;
+        }
+    }
+    let reply = reply.expect("the surviving process answers");
+    let r: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(r["version"].as_u64(), Some(last + 1));
     let msg = tokio::time::timeout(Duration::from_secs(15), sub.next())
         .await

@@ -766,3 +766,170 @@ async fn the_command_line_puts_gets_lists_and_removes() -> anyhow::Result<()> {
     assert!(run(&["frobnicate"]).await.is_err());
     Ok(())
 }
+
+/// The chunk ids held on server `id`, as its `LIST_CHUNKS` says.
+async fn held(c: &Client, id: &str) -> Vec<String> {
+    let (r, _) = chunk_request(
+        c,
+        id,
+        serde_json::to_vec(&json!({"request_type": "LIST_CHUNKS"})).unwrap(),
+    )
+    .await;
+    r["chunks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| {
+            c.as_str()
+                .or_else(|| c["chunk_id"].as_str())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fanned_out_publish_stores_a_chunk_on_every_named_server() -> anyhow::Result<()> {
+    let w = World::start(3, false).await?;
+    let servers = w.servers().await;
+    let ids: Vec<&str> = servers.iter().map(String::as_str).collect();
+    let bytes = random_bytes(100_000);
+    let header = upload_header("fanned_0", bytes.len() as u64, &sha256_hex(&bytes));
+    let fanout = dfs::fanout::Fanout::new(&w.c.nats)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let outcome = fanout
+        .upload(
+            &ids,
+            encode_frame(&header, &bytes).into(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(outcome.len(), 3, "every named server answers: {outcome:?}");
+    assert!(outcome.values().all(Result::is_ok), "{outcome:?}");
+    for id in &ids {
+        assert!(
+            held(&w.c, id).await.contains(&"fanned_0".to_string()),
+            "{id} holds the chunk"
+        );
+        let (r, got) = chunk_request(
+            &w.c,
+            id,
+            serde_json::to_vec(&json!({"request_type": "DOWNLOAD_CHUNK", "chunk_id": "fanned_0"}))?,
+        )
+        .await;
+        assert_eq!(r["status"], "success");
+        assert!(got == bytes);
+    }
+
+    // Only the named servers take it.
+    let bytes2 = random_bytes(1000);
+    let header2 = upload_header("fanned_1", bytes2.len() as u64, &sha256_hex(&bytes2));
+    let outcome = fanout
+        .upload(
+            &ids[..1],
+            encode_frame(&header2, &bytes2).into(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(outcome.keys().collect::<Vec<_>>(), vec![&servers[0]]);
+    assert!(held(&w.c, ids[0]).await.contains(&"fanned_1".to_string()));
+    for id in &ids[1..] {
+        assert!(
+            !held(&w.c, id).await.contains(&"fanned_1".to_string()),
+            "{id} was not named"
+        );
+    }
+
+    // Bad input on the fanned-out subject: each named server refuses it, stores nothing, answers on.
+    let bad = upload_header("fanned_2", 5, &sha256_hex(b"other"));
+    let outcome = fanout
+        .upload(
+            &ids,
+            encode_frame(&bad, b"12345").into(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(outcome.len(), 3);
+    for r in outcome.values() {
+        let e = r.as_ref().expect_err("a checksum mismatch is refused");
+        assert!(e.contains("sha256") || e.contains("checksum"), "{e}");
+    }
+    let list = serde_json::to_vec(&json!({"request_type": "LIST_CHUNKS"}))?;
+    let outcome = fanout
+        .upload(&ids, list.into(), Duration::from_secs(10))
+        .await;
+    assert_eq!(outcome.len(), 3);
+    assert!(outcome
+        .values()
+        .all(|r| r.as_ref().is_err_and(|e| e.contains("UPLOAD_CHUNK only"))));
+    for id in &ids {
+        assert!(!held(&w.c, id).await.contains(&"fanned_2".to_string()));
+    }
+
+    // A named server that is not there is missing from the outcome (the others still answer), and
+    // is remembered, so that later uploads reach it on its own subject.
+    let mut with_gone = ids.clone();
+    with_gone.push("cs-gone");
+    let header3 = upload_header("fanned_3", bytes2.len() as u64, &sha256_hex(&bytes2));
+    let outcome = fanout
+        .upload(
+            &with_gone,
+            encode_frame(&header3, &bytes2).into(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(outcome.len(), 3, "{outcome:?}");
+    assert!(!outcome.contains_key("cs-gone"));
+    assert!(fanout.missed("cs-gone") && !fanout.missed(ids[0]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_with_a_listed_but_dead_server_still_stores_every_replica() -> anyhow::Result<()> {
+    let w = World::start(3, false).await?;
+    let opts = dfs::ChunkServerOptions {
+        dir: w.dir.path().join("ext-dead"),
+        id: Some("extdead".into()),
+        settings: dfs::Settings::default(),
+    };
+    let doomed = dfs::chunk_server::connect(&w.env.nats.url(), opts).await?;
+    eventually(Duration::from_secs(10), "four servers are live", || async {
+        w.servers().await.len() == 4
+    })
+    .await;
+    // It dies; the coordinator still lists it until its heartbeats have been missing for 5 s.
+    doomed.stop().await;
+    assert_eq!(w.servers().await.len(), 4);
+    let bytes = random_bytes(8 * 64 * 1024 + 5);
+    let path = w.file("clip.mp4", &bytes);
+    let file_id = client::put(
+        &w.c.nats,
+        &path,
+        &PutOptions {
+            chunk_size: Some(64 * 1024),
+            replicas: Some(3),
+            ..w.opts()
+        },
+    )
+    .await?;
+    let locs = w.locations(&file_id).await;
+    assert_eq!(locs.len(), 9);
+    for (chunk, servers) in &locs {
+        let ids: std::collections::BTreeSet<&str> = servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["chnk_srv_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 3, "{chunk} on 3 distinct servers: {ids:?}");
+        assert!(
+            !ids.contains("extdead"),
+            "{chunk} is not on the dead server"
+        );
+    }
+    let out = w.dir.path().join("out");
+    client::get(&w.c.nats, &file_id, &out, false).await?;
+    assert!(std::fs::read(&out)? == bytes);
+    Ok(())
+}

@@ -162,7 +162,7 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("adding endpoint {subject}: {e}"))?;
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let serve = {
-        let shared = shared.clone();
+        let (shared, limit) = (shared.clone(), limit.clone());
         tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
                 let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -173,23 +173,51 @@ pub async fn start(
                 tokio::spawn(
                     async move {
                         let _permit = permit;
-                        let (body, status) = match handle(&shared, &request.message.payload).await {
-                            Ok(body) => (body, None),
-                            Err((status, message)) => {
-                                tracing::debug!(status, %message, "chunk request refused");
-                                (error_body(&message), Some((status, message)))
-                            }
-                        };
-                        let mut headers = async_nats::HeaderMap::new();
-                        if let Some((status, message)) = status {
-                            headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
-                            let one_line: String = message
-                                .chars()
-                                .map(|c| if c.is_control() { ' ' } else { c })
-                                .collect();
-                            headers.insert("Nats-Service-Error", one_line.as_str());
-                        }
+                        let (body, headers) = answer(&shared, &request.message.payload).await;
                         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                            tracing::debug!(error = %e, "could not send the reply");
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+        })
+    };
+    // Fanned-out uploads (`crate::fanout`): every pattern that names this server.
+    let mut fanned = Vec::new();
+    for pattern in crate::fanout::patterns(&id) {
+        fanned.push(
+            client
+                .subscribe(pattern.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribing to {pattern}: {e}"))?,
+        );
+    }
+    let serve_fanned = {
+        let (shared, client) = (shared.clone(), client.clone());
+        let mut fanned = futures::stream::select_all(fanned);
+        tokio::spawn(async move {
+            while let Some(message) = fanned.next().await {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let (shared, client) = (shared.clone(), client.clone());
+                let span = tracing::info_span!("chunk_request", server = %shared.id, fanned = true, size = message.payload.len());
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        let Some(reply) = message.reply.clone() else {
+                            return;
+                        };
+                        let (body, mut headers) = if crate::fanout::names(&message.subject, &shared.id)
+                            && is_upload(&message.payload)
+                        {
+                            answer(&shared, &message.payload).await
+                        } else {
+                            refusal((400, format!("{}.<server id>... takes UPLOAD_CHUNK only, for 1 to {} servers", crate::fanout::PREFIX, crate::fanout::MAX_SERVERS)))
+                        };
+                        headers.insert(crate::fanout::SERVER_HEADER, shared.id.as_str());
+                        if let Err(e) = client.publish_with_headers(reply, headers, body).await {
                             tracing::debug!(error = %e, "could not send the reply");
                         }
                     }
@@ -235,9 +263,38 @@ pub async fn start(
     Ok(ChunkServer {
         id,
         dir,
-        tasks: vec![serve, beat],
+        tasks: vec![serve, serve_fanned, beat],
         service: Some(service),
         own_client: None,
+    })
+}
+
+/// The reply to one request: its body and, for a refusal, the micro error headers.
+async fn answer(shared: &Shared, payload: &Bytes) -> (Bytes, async_nats::HeaderMap) {
+    match handle(shared, payload).await {
+        Ok(body) => (body, async_nats::HeaderMap::new()),
+        Err(refused) => {
+            tracing::debug!(status = refused.0, message = %refused.1, "chunk request refused");
+            refusal(refused)
+        }
+    }
+}
+
+fn refusal((status, message): Refusal) -> (Bytes, async_nats::HeaderMap) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Service-Error-Code", status.to_string().as_str());
+    let one_line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    headers.insert("Nats-Service-Error", one_line.as_str());
+    (error_body(&message), headers)
+}
+
+/// Whether a frame's header asks for `UPLOAD_CHUNK` (the only request a fanned-out subject takes).
+fn is_upload(payload: &[u8]) -> bool {
+    split_frame(payload, false).is_ok_and(|f| {
+        f.header.get("request_type").and_then(|v| v.as_str()) == Some("UPLOAD_CHUNK")
     })
 }
 

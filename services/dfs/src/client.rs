@@ -3,6 +3,7 @@
 //! The command line (`switchyard dfs ...`) is a thin layer over these functions.
 
 use crate::domain::{frame_in_place, sha256_hex, Sha256Stream, FRAME_ROOM, HEADER_ROOM};
+use crate::fanout::{self, Fanout};
 use crate::transfer;
 use anyhow::Context as _;
 use clap::Parser;
@@ -14,7 +15,6 @@ use schemas::dfs::{
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
 
 /// Default chunk size (capped by the server's max payload).
 pub const DEFAULT_CHUNK: u64 = 4 * 1024 * 1024;
@@ -83,8 +83,14 @@ fn bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
+/// Stores one framed chunk on `replicas` distinct servers, starting at `servers[first]`.
+///
+/// The first attempt is one fanned-out publish to all of them (`crate::fanout`); a replica it did
+/// not store is retried on the contract's per-server subject, walking on to servers no other
+/// replica uses. Returns how many replicas were stored.
 async fn upload_replicas(
     client: async_nats::Client,
+    fanout: std::sync::Arc<Fanout>,
     servers: std::sync::Arc<Vec<ChunkServerAddr>>,
     header: UploadChunk,
     frame: bytes::Bytes,
@@ -94,30 +100,61 @@ async fn upload_replicas(
     let (client, header) = (&client, &header);
     let n = servers.len();
     let wanted = replicas.min(n).max(1);
+    let chosen: Vec<usize> = (0..wanted).map(|k| (first + k) % n).collect();
+    let fanned_to: Vec<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|&i| !fanout.missed(&servers[i].chnk_srv_id))
+        .collect();
+    let mut fanned = std::collections::HashMap::new();
+    for group in fanned_to.chunks(fanout::MAX_SERVERS) {
+        let ids: Vec<&str> = group
+            .iter()
+            .map(|&i| servers[i].chnk_srv_id.as_str())
+            .collect();
+        fanned.extend(
+            fanout
+                .upload(&ids, frame.clone(), transfer::CHUNK_TIMEOUT)
+                .await,
+        );
+    }
     // Each replica starts on its own server; retries walk on to servers no other replica uses.
     let mut spare: Vec<usize> = (wanted..n).map(|k| (first + k) % n).collect();
     spare.reverse();
     let spare = std::sync::Mutex::new(spare);
-    let tries = (0..wanted).map(|k| {
+    let tries = chosen.iter().map(|&start| {
         let spare = &spare;
         let frame = &frame;
         let servers = &servers;
+        // The fanned-out publish counts as the first attempt on the servers it named.
+        let first_try = if fanned_to.contains(&start) {
+            Some(fanned.remove(&servers[start].chnk_srv_id).unwrap_or_else(|| {
+                Err(format!("{}: no answer to the fanned-out upload", servers[start].chnk_srv_addr))
+            }))
+        } else {
+            None
+        };
         async move {
-            let mut server = (first + k) % n;
-            let mut last = String::new();
-            for attempt in 0..MAX_ATTEMPTS {
-                match transfer::upload_frame(client, &servers[server].chnk_srv_addr, frame.clone()).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
-                        tracing::warn!(chunk = %header.chunk_id, attempt, error = %e, "upload failed; retrying");
-                        last = e;
-                        if let Some(next) = spare.lock().ok().and_then(|mut s| s.pop()) {
-                            server = next;
-                        }
+            let mut server = start;
+            let (mut attempts, mut last) = match first_try {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => (1, Some(e)),
+                None => (0, None),
+            };
+            while attempts < MAX_ATTEMPTS {
+                if let Some(e) = &last {
+                    tracing::warn!(chunk = %header.chunk_id, attempts, error = %e, "upload failed; retrying");
+                    if let Some(next) = spare.lock().ok().and_then(|mut s| s.pop()) {
+                        server = next;
                     }
                 }
+                attempts += 1;
+                match transfer::upload_frame(client, &servers[server].chnk_srv_addr, frame.clone()).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = Some(e),
+                }
             }
-            Err(last)
+            Err(last.unwrap_or_default())
         }
     });
     let results = futures::future::join_all(tries).await;
@@ -152,10 +189,9 @@ pub async fn put(
         chunk_size <= limit,
         "--chunk-size {chunk_size} is over what the server's max_payload allows ({limit} bytes with room for the header)"
     );
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    let size = file.metadata().await?.len();
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = file.metadata()?.len();
     let client_id = coordinator(client, &json!({"request_type": "GET_CLIENT_ID"})).await?
         ["client_id"]
         .as_str()
@@ -168,6 +204,7 @@ pub async fn put(
     let mut servers = servers.chunk_servers;
     servers.shuffle(&mut rand::rng());
     let servers = std::sync::Arc::new(servers);
+    let fanout = std::sync::Arc::new(Fanout::new(client).await.map_err(anyhow::Error::msg)?);
     let replicas = options.replicas.unwrap_or(3).clamp(1, 16) as usize;
     let file_id = uuid::Uuid::new_v4().to_string();
     let stem = uuid::Uuid::parse_str(&file_id)
@@ -181,13 +218,34 @@ pub async fn put(
     let mut index = 0u32;
     while offset < size {
         let len = chunk_size.min(size - offset) as usize;
-        // Read behind room for the frame's header, so that framing copies no bytes.
-        let mut buf = vec![0u8; FRAME_ROOM + len];
-        file.read_exact(&mut buf[FRAME_ROOM..])
-            .await
-            .with_context(|| format!("reading {}", path.display()))?;
-        hasher.update(&buf[FRAME_ROOM..]);
-        let sha = sha256_hex(&buf[FRAME_ROOM..]);
+        // Read behind room for the frame's header, so that framing copies no bytes; the spare
+        // capacity is read into directly (not zeroed first), on a blocking thread, where the
+        // file's running hash and the chunk's hash are taken too.
+        let (back, buf, sha) = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut buf = Vec::with_capacity(FRAME_ROOM + len);
+            buf.resize(FRAME_ROOM, 0);
+            let read = (&mut file).take(len as u64).read_to_end(&mut buf);
+            let sha = sha256_hex(&buf[FRAME_ROOM..]);
+            hasher.update(&buf[FRAME_ROOM..]);
+            read.map(|n| ((file, hasher), buf, sha, n))
+        })
+        .await?
+        .and_then(|(back, buf, sha, n)| {
+            if n == len {
+                Ok((back, buf, sha))
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file ended {} bytes early (was it changed while being put?)",
+                        len - n
+                    ),
+                ))
+            }
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+        (file, hasher) = back;
         let chunk_id = format!("{stem}_{index}");
         chunks.push(FileChunk {
             chunk_id: chunk_id.clone(),
@@ -206,10 +264,11 @@ pub async fn put(
         };
         let frame = frame_in_place(buf, FRAME_ROOM, &serde_json::to_vec(&header)?);
         let first = index as usize % servers.len();
-        let (pb, client, servers) = (pb.clone(), client.clone(), servers.clone());
+        let (pb, client, servers, fanout) =
+            (pb.clone(), client.clone(), servers.clone(), fanout.clone());
         // A task of its own: uploads go on while the next chunk is read and hashed.
         in_flight.push(tokio::spawn(async move {
-            let r = upload_replicas(client, servers, header, frame, replicas, first).await;
+            let r = upload_replicas(client, fanout, servers, header, frame, replicas, first).await;
             pb.inc(len as u64);
             r
         }));

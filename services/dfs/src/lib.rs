@@ -22,6 +22,7 @@ pub mod client;
 pub mod coordinator;
 pub mod disk;
 pub mod domain;
+pub mod fanout;
 pub mod http;
 pub mod projection;
 pub mod queries;
