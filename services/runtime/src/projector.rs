@@ -277,6 +277,7 @@ pub async fn spawn<P: Projection>(
         batch: batching.max.max(1),
         linger: batching.linger,
         handle: handle.clone(),
+        prefetched: Vec::new(),
     };
     tokio::spawn(async move { runner.run().await });
     Ok(handle)
@@ -325,6 +326,8 @@ struct Runner<P: Projection> {
     batch: usize,
     linger: Duration,
     handle: ProjectionHandle,
+    /// The next batch, fetched while the last one was being committed (catching up only).
+    prefetched: Vec<jetstream::Message>,
 }
 
 enum Outcome {
@@ -392,7 +395,14 @@ impl<P: Projection> Runner<P> {
         Ok(consumer)
     }
 
-    async fn run(self) {
+    /// Hands prefetched messages back (a failed round): they are redelivered at once.
+    async fn drop_prefetched(&mut self) {
+        for m in self.prefetched.drain(..) {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+
+    async fn run(mut self) {
         let mut consumer = None;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -411,6 +421,7 @@ impl<P: Projection> Runner<P> {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(projection = P::NAME, error = %e, "projection round failed; retrying");
+                    self.drop_prefetched().await;
                     consumer = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -423,14 +434,20 @@ impl<P: Projection> Runner<P> {
     /// else is pending, apply and commit, then release the lock. Only the lock holder has a pull
     /// open, so several processes share the batches of one consumer and still apply them in stream
     /// order; the others wait on the lock as standbys.
+    ///
+    /// While catching up (at least a whole batch more is pending), the next batch is fetched while
+    /// this one commits, so that PostgreSQL and NATS work at the same time; it is applied in the
+    /// next round, under the lock, like any other (a batch that no longer follows the checkpoint is
+    /// handed back, as always).
     async fn round(
-        &self,
+        &mut self,
         consumer: &jetstream::consumer::Consumer<pull::Config>,
     ) -> anyhow::Result<usize> {
         let started = std::time::Instant::now();
         let (tx, cp) = match self.lock().await {
             Ok(l) => l,
             Err(e) => {
+                self.drop_prefetched().await;
                 tracing::warn!(projection = P::NAME, error = %e, "PostgreSQL unavailable; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 return Ok(0);
@@ -446,26 +463,29 @@ impl<P: Projection> Runner<P> {
                 false
             }
         });
-        let mut batch = Vec::with_capacity(self.batch);
-        // Under load the last batch said how many more are pending: ask for that many at once (the
-        // pull completes as soon as it is filled). When idle, wait for one, then take the rest.
-        let known_pending = self.handle.lag().clamp(0, self.batch as i64) as usize;
-        let first = known_pending.max(1);
-        pull_into(consumer, first, Duration::from_secs(1), &mut batch).await?;
-        let Some(pending) = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending) else {
-            self.handle.inner.lag.store(0, Ordering::Relaxed);
-            return Ok(0);
-        };
-        let more = (pending as usize).min(self.batch.saturating_sub(batch.len()));
-        if more > 0 {
-            pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
-        }
-        if !self.linger.is_zero() && batch.len() < self.batch {
-            // Not full: give the events that are on their way a moment to join this batch, then
-            // take what is there (a pull that does not wait: a pull that waits for only a few
-            // milliseconds is not reliably ended by nats-server 2.9).
-            tokio::time::sleep(self.linger).await;
-            fetch_into(consumer, self.batch - batch.len(), &mut batch).await?;
+        let mut batch = std::mem::take(&mut self.prefetched);
+        if batch.is_empty() {
+            batch.reserve(self.batch);
+            // Under load the last batch said how many more are pending: ask for that many at once (the
+            // pull completes as soon as it is filled). When idle, wait for one, then take the rest.
+            let known_pending = self.handle.lag().clamp(0, self.batch as i64) as usize;
+            let first = known_pending.max(1);
+            pull_into(consumer, first, Duration::from_secs(1), &mut batch).await?;
+            let Some(pending) = batch.last().and_then(|m| m.info().ok()).map(|i| i.pending) else {
+                self.handle.inner.lag.store(0, Ordering::Relaxed);
+                return Ok(0);
+            };
+            let more = (pending as usize).min(self.batch.saturating_sub(batch.len()));
+            if more > 0 {
+                pull_into(consumer, more, Duration::from_millis(200), &mut batch).await?;
+            }
+            if !self.linger.is_zero() && batch.len() < self.batch {
+                // Not full: give the events that are on their way a moment to join this batch, then
+                // take what is there (a pull that does not wait: a pull that waits for only a few
+                // milliseconds is not reliably ended by nats-server 2.9).
+                tokio::time::sleep(self.linger).await;
+                fetch_into(consumer, self.batch - batch.len(), &mut batch).await?;
+            }
         }
         batch.sort_by_key(|m| m.info().map(|i| i.stream_sequence).unwrap_or(0));
         let pulled = started.elapsed();
@@ -475,7 +495,23 @@ impl<P: Projection> Runner<P> {
             size = batch.len(),
             from = cp + 1
         );
-        let mut attempt = self.commit(tx, cp, &batch).instrument(span.clone()).await;
+        let behind = batch
+            .last()
+            .and_then(|m| m.info().ok())
+            .map_or(0, |i| i.pending);
+        let mut next = Vec::new();
+        let mut attempt = if behind >= self.batch as u64 {
+            let (attempt, fetched) = tokio::join!(
+                self.commit(tx, cp, &batch).instrument(span.clone()),
+                fetch_into(consumer, self.batch, &mut next)
+            );
+            if let Err(e) = fetched {
+                tracing::debug!(parent: &span, error = %e, "prefetch failed");
+            }
+            attempt
+        } else {
+            self.commit(tx, cp, &batch).instrument(span.clone()).await
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             match attempt {
@@ -494,6 +530,7 @@ impl<P: Projection> Runner<P> {
                 }
             }
         }
+        self.prefetched = next;
         let lag = batch
             .last()
             .and_then(|m| m.info().ok())
