@@ -255,3 +255,54 @@ async fn a_stale_cache_in_another_process_never_refuses_a_valid_command() -> any
     assert_eq!(c.stream_len("SHOP").await?, 60);
     Ok(())
 }
+
+/// A backlog replayed into a fresh database by two processes at once, then by one alone, in batches
+/// of 10 (alone, a process fetches its next batch while committing the last): the read model is
+/// exactly the commands' each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_replaying_a_backlog_in_small_prefetched_batches_agree() -> anyhow::Result<()>
+{
+    let env = TestEnv::new().await?;
+    let c = env.client().await?;
+    let seq = {
+        let _first = env.services(&["shop"]).await?;
+        send_adds(&c, "backlog", 300, 5, 32).await?
+    };
+    let db = TestDb::create().await?;
+    let mut config = env.config();
+    config.database_url = db.url.clone();
+    config.projection_batch = 10;
+    let (a, b) = tokio::join!(
+        Services::start(config.clone(), &["shop"]),
+        Services::start(config, &["shop"])
+    );
+    let (a, b) = (a?, b?);
+    assert_eq!(
+        read_model(&c, 5, seq).await?,
+        expected(&[("backlog", 300)], 5)
+    );
+    drop((a, b));
+    // And one process alone (it fetches each next batch while committing the last).
+    let alone = TestDb::create().await?;
+    let mut config = env.config();
+    config.database_url = alone.url.clone();
+    config.projection_batch = 10;
+    let _one = Services::start(config, &["shop"]).await?;
+    assert_eq!(
+        read_model(&c, 5, seq).await?,
+        expected(&[("backlog", 300)], 5)
+    );
+    for url in [&db.url, &alone.url] {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM runtime.dead_letters")
+            .fetch_one(&pool)
+            .await?;
+        assert_eq!(dead, 0);
+        let cp: i64 =
+            sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht'")
+                .fetch_one(&pool)
+                .await?;
+        assert_eq!(cp as u64, seq);
+    }
+    Ok(())
+}

@@ -278,6 +278,7 @@ pub async fn spawn<P: Projection>(
         linger: batching.linger,
         handle: handle.clone(),
         prefetched: Vec::new(),
+        last_committed: None,
     };
     tokio::spawn(async move { runner.run().await });
     Ok(handle)
@@ -328,11 +329,14 @@ struct Runner<P: Projection> {
     handle: ProjectionHandle,
     /// The next batch, fetched while the last one was being committed (catching up only).
     prefetched: Vec<jetstream::Message>,
+    /// The checkpoint this process committed last; another value under the lock means another
+    /// process is sharing the work.
+    last_committed: Option<u64>,
 }
 
 enum Outcome {
     /// Committed up to this sequence.
-    Committed,
+    Committed(u64),
     /// PostgreSQL is not reachable: try the same batch again.
     Retry(sqlx::Error),
 }
@@ -463,7 +467,14 @@ impl<P: Projection> Runner<P> {
                 false
             }
         });
+        // Prefetching is for one process catching up alone: when another has committed since this
+        // one did, what was prefetched may no longer follow the checkpoint; it goes back at once.
+        let alone = self.last_committed == Some(known);
+        if !alone && !self.prefetched.is_empty() {
+            self.drop_prefetched().await;
+        }
         let mut batch = std::mem::take(&mut self.prefetched);
+        let was_prefetched = !batch.is_empty();
         if batch.is_empty() {
             batch.reserve(self.batch);
             // Under load the last batch said how many more are pending: ask for that many at once (the
@@ -499,8 +510,19 @@ impl<P: Projection> Runner<P> {
             .last()
             .and_then(|m| m.info().ok())
             .map_or(0, |i| i.pending);
+        // The batch is the run that directly follows the checkpoint (nothing held back).
+        let contiguous = batch
+            .first()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.stream_sequence)
+            == Some(known + 1)
+            && batch
+                .last()
+                .and_then(|m| m.info().ok())
+                .map(|i| i.stream_sequence)
+                == Some(known + batch.len() as u64);
         let mut next = Vec::new();
-        let mut attempt = if behind >= self.batch as u64 {
+        let mut attempt = if alone && contiguous && behind >= self.batch as u64 {
             let (attempt, fetched) = tokio::join!(
                 self.commit(tx, cp, &batch).instrument(span.clone()),
                 fetch_into(consumer, self.batch, &mut next)
@@ -515,7 +537,10 @@ impl<P: Projection> Runner<P> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match attempt {
-                Ok(Outcome::Committed) => break,
+                Ok(Outcome::Committed(cp)) => {
+                    self.last_committed = Some(cp);
+                    break;
+                }
                 Ok(Outcome::Retry(e)) | Err(e) => {
                     tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
                     for m in &batch {
@@ -537,7 +562,7 @@ impl<P: Projection> Runner<P> {
             .map(|i| i.pending)
             .unwrap_or(0);
         self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
-        tracing::debug!(parent: &span, lag, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
+        tracing::debug!(parent: &span, lag, was_prefetched, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
         Ok(batch.len())
     }
 
@@ -678,7 +703,7 @@ impl<P: Projection> Runner<P> {
                 false
             }
         });
-        Ok(Outcome::Committed)
+        Ok(Outcome::Committed(new_cp))
     }
 
     /// Whether the stream holds no message in `from..to` (a hole left by deleted messages).
