@@ -298,6 +298,7 @@ pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
     vec![
         doc!("dfs.coordinator", Query, "Coordinator, dispatching on request_type: GET_CLIENT_ID, GET_CHUNK_SERVERS, GET_CHUNK_LOCATIONS, COMMIT_FILE, LIST_FILES, GET_FILE, DELETE_FILE. Errors use the contract shape.", CoordinatorRequest => CoordinatorReply),
         doc!("dfs.chunk.{server_id}", Command, "Chunk server: UPLOAD_CHUNK (JSON header, \\n\\n, chunk_size bytes), DOWNLOAD_CHUNK (reply: header, \\n\\n, bytes), DELETE_CHUNK, LIST_CHUNKS. Errors: {\"status\":\"error\",\"message\"}.", ChunkRequest => ChunkReply),
+        doc!("dfs.put.{server_id}[.{server_id}...]", Command, "Fanned-out upload (an addition): one UPLOAD_CHUNK frame published once reaches every chunk server named in the subject (1 to 5 ids); each stores it as on dfs.chunk.<id> and replies to the one reply subject, its id in the Dfs-Chunk-Server header. Any other request_type is refused.", ChunkRequest => ChunkReply),
         doc!(
             "dfs.heartbeat.{server_id}",
             Live,

@@ -204,60 +204,71 @@ async fn bare_pipeline(
             .enable_all()
             .build()?;
         rt.block_on(async move {
-            let nats = async_nats::connect(&url).await?;
-            let js = async_nats::jetstream::new(nats.clone());
-            js.create_stream(async_nats::jetstream::stream::Config {
-                name: "BENCHCMD".into(),
-                subjects: vec!["bench.cmdev.>".into()],
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut sub = nats.queue_subscribe("bench.cmd.*", "bench".into()).await?;
-            nats.flush().await?;
-            let _ = ready_tx.send(());
+            let conns: usize = env_or("SWITCHYARD_BENCH_BARE_CONNS", 1).max(1);
+            let first = async_nats::connect(&url).await?;
+            async_nats::jetstream::new(first.clone())
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: "BENCHCMD".into(),
+                    subjects: vec!["bench.cmdev.>".into()],
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let last = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
                 String,
                 u64,
             >::new()));
-            let serve = async {
-                while let Some(m) = sub.next().await {
-                    let (js, nats, last) = (js.clone(), nats.clone(), last.clone());
-                    tokio::spawn(async move {
-                        let cart = m
-                            .subject
-                            .as_str()
-                            .rsplit('.')
-                            .next()
-                            .unwrap_or_default()
-                            .to_string();
-                        let subject = format!("bench.cmdev.{cart}");
-                        let expected = last
-                            .lock()
-                            .map(|l| l.get(&cart).copied().unwrap_or(0))
-                            .unwrap_or(0);
-                        let msg = async_nats::jetstream::message::PublishMessage::build()
-                            .payload(m.payload.clone())
-                            .message_id(uuid::Uuid::now_v7().to_string())
-                            .expected_last_subject_sequence(expected);
-                        let Ok(ack) = js.send_publish(subject, msg).await else {
-                            return;
-                        };
-                        let Ok(ack) = ack.await else { return };
-                        if let Ok(mut l) = last.lock() {
-                            l.insert(cart, ack.sequence);
-                        }
-                        if let Some(reply) = m.reply {
-                            let _ = nats
-                                .publish(reply, format!("{{\"seq\":{}}}", ack.sequence).into())
-                                .await;
-                        }
-                    });
-                }
-            };
-            tokio::select! {
-                () = serve => {}
-                _ = stop_rx => {}
+            let mut serving = Vec::new();
+            for k in 0..conns {
+                let nats = if k == 0 {
+                    first.clone()
+                } else {
+                    async_nats::connect(&url).await?
+                };
+                let js = async_nats::jetstream::new(nats.clone());
+                let mut sub = nats.queue_subscribe("bench.cmd.*", "bench".into()).await?;
+                nats.flush().await?;
+                let last = last.clone();
+                serving.push(tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        let (js, nats, last) = (js.clone(), nats.clone(), last.clone());
+                        tokio::spawn(async move {
+                            let cart = m
+                                .subject
+                                .as_str()
+                                .rsplit('.')
+                                .next()
+                                .unwrap_or_default()
+                                .to_string();
+                            let subject = format!("bench.cmdev.{cart}");
+                            let expected = last
+                                .lock()
+                                .map(|l| l.get(&cart).copied().unwrap_or(0))
+                                .unwrap_or(0);
+                            let msg = async_nats::jetstream::message::PublishMessage::build()
+                                .payload(m.payload.clone())
+                                .message_id(uuid::Uuid::now_v7().to_string())
+                                .expected_last_subject_sequence(expected);
+                            let Ok(ack) = js.send_publish(subject, msg).await else {
+                                return;
+                            };
+                            let Ok(ack) = ack.await else { return };
+                            if let Ok(mut l) = last.lock() {
+                                l.insert(cart, ack.sequence);
+                            }
+                            if let Some(reply) = m.reply {
+                                let _ = nats
+                                    .publish(reply, format!("{{\"seq\":{}}}", ack.sequence).into())
+                                    .await;
+                            }
+                        });
+                    }
+                }));
+            }
+            let _ = ready_tx.send(());
+            let _ = stop_rx.await;
+            for s in serving {
+                s.abort();
             }
             Ok(())
         })
