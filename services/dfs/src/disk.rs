@@ -72,6 +72,48 @@ fn write_direct(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     })
 }
 
+/// Reads a whole file into a new buffer with at least `room` bytes before its content (for a frame
+/// header); returns the buffer, cut at the file's end, and where the content starts. Read with direct
+/// I/O into an aligned part of the buffer, so the bytes come from the disk without a copy through the
+/// page cache (replicas are written that way too, so they are seldom cached); buffered where the file
+/// system refuses it.
+fn read_with_room(path: &Path, room: usize) -> std::io::Result<(Vec<u8>, usize)> {
+    let direct = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let mut f = match direct {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return read_buffered(path, room),
+        Err(e) => return Err(e),
+    };
+    let len = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+    let padded = len.div_ceil(ALIGN).max(1) * ALIGN;
+    let mut buf = vec![0u8; room + ALIGN + padded];
+    let start = room + buf[room..].as_ptr().align_offset(ALIGN);
+    let mut got = 0;
+    while got < len {
+        // Direct reads start on a block boundary: only the last one may come back short.
+        if !got.is_multiple_of(ALIGN) {
+            return read_buffered(path, room);
+        }
+        match f.read(&mut buf[start + got..start + padded]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return read_buffered(path, room),
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(start + got.min(len));
+    Ok((buf, start))
+}
+
+fn read_buffered(path: &Path, room: usize) -> std::io::Result<(Vec<u8>, usize)> {
+    let mut buf = vec![0u8; room];
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    Ok((buf, room))
+}
+
 /// A file written piece by piece at offsets (a download), with direct I/O where the file system
 /// and the pieces allow it (every piece but the last a multiple of the block size), else buffered.
 /// Not synced: it is the user's file, not a replica.
@@ -266,18 +308,15 @@ impl Disk {
     /// # Errors
     /// [`ReadError::Corrupt`] when the file does not parse or the bytes do not match.
     pub fn read(&self, id: &ChunkId) -> Result<Held, ReadError> {
-        let mut buf = vec![0u8; FRAME_ROOM];
-        match std::fs::File::open(self.path(id)) {
-            Ok(mut f) => f
-                .read_to_end(&mut buf)
-                .map_err(|e| ReadError::Io(id.to_string(), e))?,
+        let (buf, start) = match read_with_room(&self.path(id), FRAME_ROOM) {
+            Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ReadError::Missing(id.to_string()))
             }
             Err(e) => return Err(ReadError::Io(id.to_string(), e)),
         };
         let corrupt = |why: String| ReadError::Corrupt(id.to_string(), why);
-        let frame = split_frame(&buf[FRAME_ROOM..], true).map_err(|e| corrupt(e.to_string()))?;
+        let frame = split_frame(&buf[start..], true).map_err(|e| corrupt(e.to_string()))?;
         let meta: Meta =
             serde_json::from_value(frame.header).map_err(|e| corrupt(e.to_string()))?;
         if frame.body.len() as u64 != meta.chunk_size {
@@ -374,6 +413,30 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_files_are_read_behind_the_room_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096, 1_048_579] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            for (buf, start) in [
+                read_with_room(&path, FRAME_ROOM).unwrap(),
+                read_buffered(&path, FRAME_ROOM).unwrap(),
+            ] {
+                assert!(start >= FRAME_ROOM);
+                assert_eq!(buf.len() - start, len, "length of a {len}-byte file");
+                assert!(buf[start..] == bytes[..], "content of a {len}-byte file");
+            }
+        }
+        assert_eq!(
+            read_with_room(&dir.path().join("none"), 8)
+                .unwrap_err()
+                .kind(),
+            std::io::ErrorKind::NotFound
+        );
+    }
 
     #[test]
     fn write_read_verify_delete() {
