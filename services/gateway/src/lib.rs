@@ -41,8 +41,27 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>
         .map_err(|e| Box::new(bad_body(format!("the body does not match the schema: {e}"))))
 }
 
+/// `GET /items/{customerId}` reads the cart's read model once it holds the cart's last event, so a
+/// REST client sees its own writes at once, as with the original service (which was synchronous).
 async fn get_items(State(c): State<async_nats::Client>, Path(customer): Path<String>) -> Response {
-    respond(request_json(&c, "shop.query.cart", &json!({"customer_id": customer})).await)
+    let mut query = json!({"customer_id": customer});
+    if let Some(seq) = last_cart_seq(&c, &customer).await {
+        query["min_seq"] = json!(seq);
+    }
+    respond(request_json(&c, "shop.query.cart", &query).await)
+}
+
+/// The stream sequence of the cart's last event (`None`: no event, or the stream did not answer).
+async fn last_cart_seq(c: &async_nats::Client, customer: &str) -> Option<u64> {
+    let ask = json!({"last_by_subj": shop::cart_subject(customer)});
+    let reply = c
+        .request(
+            format!("$JS.API.STREAM.MSG.GET.{}", shop::STREAM),
+            serde_json::to_vec(&ask).ok()?.into(),
+        )
+        .await
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&reply.payload).ok()?["message"]["seq"].as_u64()
 }
 
 async fn add_item(
