@@ -57,6 +57,8 @@ else
 listen: 127.0.0.1:$NATS_PORT
 http: 127.0.0.1:$((NATS_PORT + 4000))
 max_payload: 8MB
+# Room for a chunk server with 16 fanned-out 4 MiB chunks on their way (the default is 64MB).
+max_pending: 256MB
 jetstream {
   store_dir: "$VAR/nats/js"
   max_memory_store: 1GB

@@ -54,7 +54,7 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server on a free port with the project's settings (`max_payload` 8 MiB).
+    /// Starts a server on a free port with the project's settings (`max_payload` 8 MiB, `max_pending` 256 MiB).
     ///
     /// # Errors
     /// No nats-server binary, or it did not start.
@@ -99,7 +99,7 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
+                "listen: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
                 self.port,
                 self.dir.path().join("js").display()
             ),
