@@ -160,6 +160,17 @@ pub async fn start(
         .add(subject.clone())
         .await
         .map_err(|e| anyhow::anyhow!("adding endpoint {subject}: {e}"))?;
+    // Fanned-out uploads (`crate::fanout`): every pattern that names this server, subscribed before
+    // anything is spawned, so that a failure leaves nothing running.
+    let mut fanned = Vec::new();
+    for pattern in crate::fanout::patterns(&id) {
+        fanned.push(
+            client
+                .subscribe(pattern.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribing to {pattern}: {e}"))?,
+        );
+    }
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let serve = {
         let (shared, limit) = (shared.clone(), limit.clone());
@@ -183,16 +194,6 @@ pub async fn start(
             }
         })
     };
-    // Fanned-out uploads (`crate::fanout`): every pattern that names this server.
-    let mut fanned = Vec::new();
-    for pattern in crate::fanout::patterns(&id) {
-        fanned.push(
-            client
-                .subscribe(pattern.clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("subscribing to {pattern}: {e}"))?,
-        );
-    }
     let serve_fanned = {
         let (shared, client) = (shared.clone(), client.clone());
         let mut fanned = futures::stream::select_all(fanned);

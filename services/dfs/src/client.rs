@@ -126,19 +126,30 @@ async fn upload_replicas(
         let spare = &spare;
         let frame = &frame;
         let servers = &servers;
-        // The fanned-out publish counts as the first attempt on the servers it named.
+        // The fanned-out publish counts as the first attempt on the servers it named. A server that
+        // did not answer it (slow, or dead) is asked directly next; one that refused moves on.
         let first_try = if fanned_to.contains(&start) {
-            Some(fanned.remove(&servers[start].chnk_srv_id).unwrap_or_else(|| {
-                Err(format!("{}: no answer to the fanned-out upload", servers[start].chnk_srv_addr))
-            }))
+            Some(fanned.remove(&servers[start].chnk_srv_id))
         } else {
             None
         };
+        let fanout = &fanout;
         async move {
             let mut server = start;
             let (mut attempts, mut last) = match first_try {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => (1, Some(e)),
+                Some(Some(Ok(()))) => return Ok(()),
+                Some(Some(Err(e))) => (1, Some(e)),
+                Some(None) => {
+                    // No answer: the same server, on its own subject (it may only be slow; a dead
+                    // one answers "no responders" at once).
+                    match transfer::upload_frame(client, &servers[start].chnk_srv_addr, frame.clone()).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            fanout.mark_missed(&servers[start].chnk_srv_id);
+                            (2, Some(e))
+                        }
+                    }
+                }
                 None => (0, None),
             };
             while attempts < MAX_ATTEMPTS {

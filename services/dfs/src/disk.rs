@@ -98,8 +98,11 @@ fn read_with_room(path: &Path, room: usize) -> std::io::Result<(Vec<u8>, usize)>
             return read_buffered(path, room);
         }
         match f.read(&mut buf[start + got..start + padded]) {
-            Ok(0) => break,
+            // Shorter than its size said (it changed under us): read it plainly rather than hand a
+            // cut copy to the checksum (which would count a good replica as corrupt).
+            Ok(0) => return read_buffered(path, room),
             Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return read_buffered(path, room),
             Err(e) => return Err(e),
         }

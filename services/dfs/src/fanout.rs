@@ -66,7 +66,8 @@ pub struct Fanout {
     waiting: Waiting,
     next: AtomicU64,
     router: JoinHandle<()>,
-    /// Servers that once did not answer a fanned-out upload: later uploads reach them directly.
+    /// Servers that did not answer a fanned-out upload nor the direct request after it: later
+    /// uploads reach them directly.
     missed: Mutex<HashSet<String>>,
 }
 
@@ -192,27 +193,24 @@ impl Fanout {
             }
             outcome.insert(server, result);
         }
-        if outcome.len() < servers.len() {
-            if let Ok(mut missed) = self.missed.lock() {
-                for id in servers {
-                    if !outcome.contains_key(*id) {
-                        tracing::debug!(
-                            server = id,
-                            "no answer to a fanned-out upload; later uploads go to it directly"
-                        );
-                        missed.insert((*id).to_string());
-                    }
-                }
-            }
-        }
         outcome
     }
 
-    /// Whether server `id` once failed to answer a fanned-out upload (so it is better reached on
-    /// its own subject).
+    /// Whether server `id` was marked with [`Fanout::mark_missed`] (so it is better reached on its
+    /// own subject).
     #[must_use]
     pub fn missed(&self, id: &str) -> bool {
         self.missed.lock().is_ok_and(|m| m.contains(id))
+    }
+
+    /// Marks server `id` as one that fanned-out uploads do not reach (it missed one, and a direct
+    /// request failed too): later uploads go to it on its own subject only.
+    pub fn mark_missed(&self, id: &str) {
+        if let Ok(mut missed) = self.missed.lock() {
+            if missed.insert(id.to_string()) {
+                tracing::debug!(server = id, "no answer to a fanned-out upload nor to a direct one; later uploads go to it directly");
+            }
+        }
     }
 }
 

@@ -51,14 +51,16 @@ async fn get_items(State(c): State<async_nats::Client>, Path(customer): Path<Str
     respond(request_json(&c, "shop.query.cart", &query).await)
 }
 
-/// The stream sequence of the cart's last event (`None`: no event, or the stream did not answer).
+/// The stream sequence of the cart's last event (`None`: no event, or the stream did not answer
+/// within half a second).
 async fn last_cart_seq(c: &async_nats::Client, customer: &str) -> Option<u64> {
     let ask = json!({"last_by_subj": shop::cart_subject(customer)});
+    // A short wait: when JetStream is slow to answer, the read goes ahead without `min_seq`.
+    let request = async_nats::Request::new()
+        .payload(serde_json::to_vec(&ask).ok()?.into())
+        .timeout(Some(std::time::Duration::from_millis(500)));
     let reply = c
-        .request(
-            format!("$JS.API.STREAM.MSG.GET.{}", shop::STREAM),
-            serde_json::to_vec(&ask).ok()?.into(),
-        )
+        .send_request(format!("$JS.API.STREAM.MSG.GET.{}", shop::STREAM), request)
         .await
         .ok()?;
     serde_json::from_slice::<serde_json::Value>(&reply.payload).ok()?["message"]["seq"].as_u64()

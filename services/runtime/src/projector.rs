@@ -439,10 +439,10 @@ impl<P: Projection> Runner<P> {
     /// open, so several processes share the batches of one consumer and still apply them in stream
     /// order; the others wait on the lock as standbys.
     ///
-    /// While catching up (at least a whole batch more is pending), the next batch is fetched while
-    /// this one commits, so that PostgreSQL and NATS work at the same time; it is applied in the
-    /// next round, under the lock, like any other (a batch that no longer follows the checkpoint is
-    /// handed back, as always).
+    /// The one exception: while catching up alone (at least a whole batch more is pending), the next
+    /// batch is fetched while this one commits, so that PostgreSQL and NATS work at the same time;
+    /// it is applied in the next round, under the lock, like any other (a batch that no longer
+    /// follows the checkpoint is handed back, as always).
     async fn round(
         &mut self,
         consumer: &jetstream::consumer::Consumer<pull::Config>,
@@ -543,6 +543,10 @@ impl<P: Projection> Runner<P> {
                 }
                 Ok(Outcome::Retry(e)) | Err(e) => {
                     tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
+                    // What was prefetched would outlive its ack wait: hand it back.
+                    for m in next.drain(..) {
+                        let _ = m.ack_with(AckKind::Nak(None)).await;
+                    }
                     for m in &batch {
                         let _ = m.ack_with(AckKind::Progress).await;
                     }
