@@ -184,7 +184,8 @@ pub async fn start(
                 tokio::spawn(
                     async move {
                         let _permit = permit;
-                        let (body, headers) = answer(&shared, &request.message.payload).await;
+                        let (body, headers) =
+                            answer(&shared, &request.message.payload, Only::Any).await;
                         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
                             tracing::debug!(error = %e, "could not send the reply");
                         }
@@ -210,13 +211,12 @@ pub async fn start(
                         let Some(reply) = message.reply.clone() else {
                             return;
                         };
-                        let (body, mut headers) = if crate::fanout::names(&message.subject, &shared.id)
-                            && is_upload(&message.payload)
-                        {
-                            answer(&shared, &message.payload).await
-                        } else {
-                            refusal((400, format!("{}.<server id>... takes UPLOAD_CHUNK only, for 1 to {} servers", crate::fanout::PREFIX, crate::fanout::MAX_SERVERS)))
-                        };
+                        let (body, mut headers) =
+                            if crate::fanout::names(&message.subject, &shared.id) {
+                                answer(&shared, &message.payload, Only::Upload).await
+                            } else {
+                                refusal(fanned_refusal())
+                            };
                         headers.insert(crate::fanout::SERVER_HEADER, shared.id.as_str());
                         if let Err(e) = client.publish_with_headers(reply, headers, body).await {
                             tracing::debug!(error = %e, "could not send the reply");
@@ -270,9 +270,26 @@ pub async fn start(
     })
 }
 
+/// Which requests a subject takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// Every request type (`dfs.chunk.<id>`).
+    Any,
+    /// `UPLOAD_CHUNK` alone (a fanned-out subject).
+    Upload,
+}
+
+fn fanned_refusal() -> Refusal {
+    bad(format!(
+        "{}.<server id>... takes UPLOAD_CHUNK only, for 1 to {} servers",
+        crate::fanout::PREFIX,
+        crate::fanout::MAX_SERVERS
+    ))
+}
+
 /// The reply to one request: its body and, for a refusal, the micro error headers.
-async fn answer(shared: &Shared, payload: &Bytes) -> (Bytes, async_nats::HeaderMap) {
-    match handle(shared, payload).await {
+async fn answer(shared: &Shared, payload: &Bytes, only: Only) -> (Bytes, async_nats::HeaderMap) {
+    match handle(shared, payload, only).await {
         Ok(body) => (body, async_nats::HeaderMap::new()),
         Err(refused) => {
             tracing::debug!(status = refused.0, message = %refused.1, "chunk request refused");
@@ -290,13 +307,6 @@ fn refusal((status, message): Refusal) -> (Bytes, async_nats::HeaderMap) {
         .collect();
     headers.insert("Nats-Service-Error", one_line.as_str());
     (error_body(&message), headers)
-}
-
-/// Whether a frame's header asks for `UPLOAD_CHUNK` (the only request a fanned-out subject takes).
-fn is_upload(payload: &[u8]) -> bool {
-    split_frame(payload, false).is_ok_and(|f| {
-        f.header.get("request_type").and_then(|v| v.as_str()) == Some("UPLOAD_CHUNK")
-    })
 }
 
 fn error_body(message: &str) -> Bytes {
@@ -350,14 +360,23 @@ async fn append(shared: &Shared, chunk_id: &ChunkId, event: DfsEvent) -> Result<
         })
 }
 
-async fn handle(shared: &Shared, payload: &Bytes) -> Result<Bytes, Refusal> {
-    let frame = split_frame(payload, false).map_err(|e| bad(e.to_string()))?;
+async fn handle(shared: &Shared, payload: &Bytes, only: Only) -> Result<Bytes, Refusal> {
+    let frame = split_frame(payload, false).map_err(|e| {
+        if only == Only::Upload {
+            fanned_refusal()
+        } else {
+            bad(e.to_string())
+        }
+    })?;
     let kind = frame
         .header
         .get("request_type")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string();
+    if only == Only::Upload && kind != "UPLOAD_CHUNK" {
+        return Err(fanned_refusal());
+    }
     match kind.as_str() {
         "UPLOAD_CHUNK" => {
             if !frame.delimited {

@@ -44,16 +44,27 @@ fn write_buffered(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn write_direct(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    // Direct writes move whole blocks: the last one is padded, and the file cut to `len` after.
-    let padded = len.div_ceil(ALIGN).max(1) * ALIGN;
+/// `len` rounded up to whole blocks (at least one): direct I/O moves whole blocks.
+fn padded(len: usize) -> usize {
+    len.div_ceil(ALIGN).max(1) * ALIGN
+}
+
+/// Runs `f` on an aligned block of this thread's scratch buffer, `padded(len)` bytes long.
+fn with_aligned_block<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    let padded = padded(len);
     SCRATCH.with_borrow_mut(|buf| {
         if buf.len() < padded + ALIGN {
             buf.resize(padded + ALIGN, 0);
         }
         let start = buf.as_ptr().align_offset(ALIGN);
-        let block = &mut buf[start..start + padded];
+        f(&mut buf[start..start + padded])
+    })
+}
+
+fn write_direct(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // The last block is padded, and the file cut to `len` after.
+    with_aligned_block(len, |block| {
         let mut at = 0;
         for part in parts {
             block[at..at + part.len()].copy_from_slice(part);
@@ -88,7 +99,7 @@ fn read_with_room(path: &Path, room: usize) -> std::io::Result<(Vec<u8>, usize)>
         Err(e) => return Err(e),
     };
     let len = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
-    let padded = len.div_ceil(ALIGN).max(1) * ALIGN;
+    let padded = padded(len);
     let mut buf = vec![0u8; room + ALIGN + padded];
     let start = room + buf[room..].as_ptr().align_offset(ALIGN);
     let mut got = 0;
@@ -161,13 +172,7 @@ impl OutFile {
         use std::os::unix::fs::FileExt as _;
         self.len = self.len.max(offset + bytes.len() as u64);
         if self.direct && offset.is_multiple_of(ALIGN as u64) {
-            let padded = bytes.len().div_ceil(ALIGN).max(1) * ALIGN;
-            let done = SCRATCH.with_borrow_mut(|buf| {
-                if buf.len() < padded + ALIGN {
-                    buf.resize(padded + ALIGN, 0);
-                }
-                let start = buf.as_ptr().align_offset(ALIGN);
-                let block = &mut buf[start..start + padded];
+            let done = with_aligned_block(bytes.len(), |block| {
                 block[..bytes.len()].copy_from_slice(bytes);
                 block[bytes.len()..].fill(0);
                 self.file.write_all_at(block, offset)

@@ -195,6 +195,13 @@ async fn fetch_into(
     collect(msgs, Duration::from_secs(2), out).await
 }
 
+/// Naks `msgs` without delay (they are redelivered at once) and empties the vector.
+async fn hand_back(msgs: &mut Vec<jetstream::Message>) {
+    for m in msgs.drain(..) {
+        let _ = m.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
 fn consumer_name(name: &str) -> String {
     format!("proj_{name}")
 }
@@ -401,9 +408,7 @@ impl<P: Projection> Runner<P> {
 
     /// Hands prefetched messages back (a failed round): they are redelivered at once.
     async fn drop_prefetched(&mut self) {
-        for m in self.prefetched.drain(..) {
-            let _ = m.ack_with(AckKind::Nak(None)).await;
-        }
+        hand_back(&mut self.prefetched).await;
     }
 
     async fn run(mut self) {
@@ -544,9 +549,7 @@ impl<P: Projection> Runner<P> {
                 Ok(Outcome::Retry(e)) | Err(e) => {
                     tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
                     // What was prefetched would outlive its ack wait: hand it back.
-                    for m in next.drain(..) {
-                        let _ = m.ack_with(AckKind::Nak(None)).await;
-                    }
+                    hand_back(&mut next).await;
                     for m in &batch {
                         let _ = m.ack_with(AckKind::Progress).await;
                     }
@@ -560,11 +563,7 @@ impl<P: Projection> Runner<P> {
             }
         }
         self.prefetched = next;
-        let lag = batch
-            .last()
-            .and_then(|m| m.info().ok())
-            .map(|i| i.pending)
-            .unwrap_or(0);
+        let lag = behind;
         self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
         tracing::debug!(parent: &span, lag, was_prefetched, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
         Ok(batch.len())

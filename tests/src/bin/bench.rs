@@ -67,6 +67,22 @@ async fn publish_64(js: &async_nats::jetstream::Context, total: usize) -> anyhow
     Ok(total as f64 / t.elapsed().as_secs_f64())
 }
 
+/// A bare responder on `subject` that replies with the request's body.
+async fn spawn_echo(
+    nats: &async_nats::Client,
+    subject: &'static str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut sub = nats.subscribe(subject).await?;
+    let responder = nats.clone();
+    Ok(tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    }))
+}
+
 struct Baselines {
     rr_us: f64,
     pub_us: f64,
@@ -76,15 +92,7 @@ struct Baselines {
 
 async fn baselines(nats: &async_nats::Client, n: usize) -> anyhow::Result<Baselines> {
     // request-reply against an echo responder
-    let mut sub = nats.subscribe("bench.echo").await?;
-    let responder = nats.clone();
-    let echo = tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(r) = m.reply {
-                let _ = responder.publish(r, m.payload).await;
-            }
-        }
-    });
+    let echo = spawn_echo(nats, "bench.echo").await?;
     let payload = bytes::Bytes::from(vec![b'x'; 180]);
     let mut rr = Vec::with_capacity(n);
     for _ in 0..n {
@@ -138,15 +146,7 @@ struct RawSequence {
 
 impl RawSequence {
     async fn start(nats: &async_nats::Client) -> anyhow::Result<Self> {
-        let mut sub = nats.subscribe("bench.echo.seq").await?;
-        let responder = nats.clone();
-        let echo = tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                if let Some(r) = m.reply {
-                    let _ = responder.publish(r, m.payload).await;
-                }
-            }
-        });
+        let echo = spawn_echo(nats, "bench.echo.seq").await?;
         nats.flush().await?;
         Ok(Self {
             js: async_nats::jetstream::new(nats.clone()),
@@ -275,23 +275,18 @@ async fn bare_pipeline(
     });
     ready_rx.await.context("the bare responder did not start")?;
     let body = bytes::Bytes::from(serde_json::to_vec(&add("bare", "item"))?);
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..64 {
+    let client = client.clone();
+    let rate = with_64_clients(total, move |w, i| {
         let (c, body) = (client.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..total / 64 {
-                c.request(format!("bench.cmd.tp-{w}-{}", i % 100), body.clone())
-                    .await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let rate = (total / 64 * 64) as f64 / t.elapsed().as_secs_f64();
+        async move {
+            c.request(format!("bench.cmd.tp-{w}-{}", i % 100), body)
+                .await?;
+            Ok(())
+        }
+    })
+    .await;
     let _ = stop_tx.send(());
+    let rate = rate?;
     responder
         .join()
         .map_err(|_| anyhow::anyhow!("the bare responder panicked"))??;
@@ -301,17 +296,35 @@ async fn bare_pipeline(
 /// `total` add-item commands from 64 concurrent clients (100 carts each, named after `prefix`);
 /// commands per second.
 async fn shop_throughput(client: &Client, total: usize, prefix: &str) -> anyhow::Result<f64> {
+    let (client, prefix) = (client.clone(), prefix.to_string());
+    with_64_clients(total, move |w, i| {
+        let (c, prefix) = (client.clone(), prefix.clone());
+        async move {
+            c.command_seq(
+                "shop.cmd.add-item",
+                &add(&format!("{prefix}-{w}-{}", i % 100), &format!("i-{i}")),
+            )
+            .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Runs `total / 64` requests one after another in each of 64 concurrent clients (`send(client,
+/// i)` makes request `i` of a client); requests per second.
+async fn with_64_clients<F, Fut>(total: usize, send: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let (c, prefix) = (client.clone(), prefix.to_string());
+        let send = send.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..total / 64 {
-                c.command_seq(
-                    "shop.cmd.add-item",
-                    &add(&format!("{prefix}-{w}-{}", i % 100), &format!("i-{i}")),
-                )
-                .await?;
+                send(w, i).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
