@@ -4,6 +4,8 @@
 //!
 //! It creates its own database on `database_url`'s server (dropped at the end), runs the dfs
 //! coordinator and 4 chunk servers in a runtime of their own, with data in a temporary directory.
+//! One upload and download warm the deployment up first (reported, not in the medians); the CPU
+//! time of each measure (this process and nats-server, from `/proc`) is reported beside it.
 //! Settings: `SWITCHYARD_BENCH_DFS_MB` (file size, default 200) and `SWITCHYARD_BENCH_DFS_REREP_MB`
 //! (data held before a server is lost, default 1024) and `SWITCHYARD_BENCH_DFS_REPS` (uploads,
 //! downloads and raw runs whose medians are reported, default 5), `SWITCHYARD_BENCH_DFS_CHUNK_KB`
@@ -31,6 +33,58 @@ async fn admin(url: &str, sql: String) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+/// CPU seconds used so far by this process (clients and services) and by the nats-server this
+/// bench process started (its child), from `/proc`.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    own: f64,
+    nats: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        fn seconds(pid: &str) -> Option<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            // utime and stime, in clock ticks of 1/100 s.
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        }
+        let me = std::process::id().to_string();
+        let nats = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.contains("(nats-server)")
+                        && s.rsplit(')')
+                            .next()
+                            .and_then(|r| r.split_whitespace().nth(1))
+                            == Some(me.as_str())
+                })
+            });
+        Self {
+            own: seconds("self").unwrap_or(0.0),
+            nats: nats.and_then(|pid| seconds(&pid)).unwrap_or(0.0),
+        }
+    }
+
+    fn since(self) -> Self {
+        let now = Self::now();
+        Self {
+            own: now.own - self.own,
+            nats: now.nats - self.nats,
+        }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} s here + {:.2} s nats-server", self.own, self.nats)
+    }
 }
 
 fn mb(bytes: u64, d: Duration) -> f64 {
@@ -67,7 +121,7 @@ async fn raw_rates(
     total: u64,
     chunk: u64,
     parallel: usize,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<RawRates> {
     let mut sub = nats.subscribe("bench.dfs.raw.*").await?;
     let responder = nats.clone();
     let blob = bytes::Bytes::from(vec![7u8; chunk as usize]);
@@ -85,6 +139,7 @@ async fn raw_rates(
         }
     });
     let n = total.div_ceil(chunk) as usize;
+    let c0 = Cpu::now();
     let t = Instant::now();
     futures::stream::iter(0..n)
         .map(|_| nats.request("bench.dfs.raw.up", blob.clone()))
@@ -94,6 +149,8 @@ async fn raw_rates(
         })
         .await;
     let up = mb(total, t.elapsed());
+    let up_cpu = c0.since();
+    eprintln!("dfs bench: raw up, {parallel} in flight: {up:.0} MB/s, CPU {up_cpu}");
     // What a fanned-out 3-replica upload must move at least: each chunk published once and copied
     // by NATS to 3 bare responders (connections of their own, as chunk servers have), each replying.
     let up_fan = {
@@ -130,6 +187,7 @@ async fn raw_rates(
             .await
             .map_err(anyhow::Error::msg)?;
         let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+        let c0 = Cpu::now();
         let t = Instant::now();
         futures::stream::iter(0..n)
             .map(|_| fanout.upload(&ids, blob.clone(), Duration::from_secs(30)))
@@ -139,11 +197,14 @@ async fn raw_rates(
             })
             .await;
         let rate = mb(total, t.elapsed());
+        let cpu = c0.since();
+        eprintln!("dfs bench: raw fanned-out up, {parallel} in flight: {rate:.0} MB/s, CPU {cpu}");
         for r in responders {
             r.abort();
         }
-        rate
+        (rate, cpu)
     };
+    let c0 = Cpu::now();
     let t = Instant::now();
     futures::stream::iter(0..n)
         .map(|_| nats.request("bench.dfs.raw.down", bytes::Bytes::new()))
@@ -153,8 +214,33 @@ async fn raw_rates(
         })
         .await;
     let down = mb(total, t.elapsed());
+    let down_cpu = c0.since();
+    eprintln!("dfs bench: raw down, {parallel} in flight: {down:.0} MB/s, CPU {down_cpu}");
     echo.abort();
-    Ok((up, down, up_fan))
+    Ok(RawRates {
+        up: (up, up_cpu),
+        down: (down, down_cpu),
+        fan: up_fan,
+    })
+}
+
+/// Raw rates (MB/s) and the CPU each took.
+struct RawRates {
+    up: (f64, Cpu),
+    down: (f64, Cpu),
+    fan: (f64, Cpu),
+}
+
+impl RawRates {
+    /// For each measure, the better of the two.
+    fn best(a: Self, b: Self) -> Self {
+        let better = |x: (f64, Cpu), y: (f64, Cpu)| if x.0 >= y.0 { x } else { y };
+        Self {
+            up: better(a.up, b.up),
+            down: better(a.down, b.down),
+            fan: better(a.fan, b.fan),
+        }
+    }
 }
 
 struct Deployment {
@@ -323,28 +409,57 @@ async fn run(
         metadata_dir: tmp.clone(),
         progress: false,
     };
+    // Warm-up: one upload and one download on the just-started deployment, reported apart and left
+    // out of the medians (as criterion warms up before it measures). Its processes fault their
+    // working memory in on first use: profiled, the kernel zeroing fresh pages was a third of the
+    // CPU of that first upload, against a tenth in the later ones.
+    let (cold_up, cold_down) = {
+        eprintln!("dfs bench: warm-up upload and download");
+        let t = Instant::now();
+        let file_id = client::put(&nats, &path, &opts).await?;
+        let up = mb(size, t.elapsed());
+        let t = Instant::now();
+        client::get(&nats, &file_id, &tmp.join("bench.out"), false).await?;
+        let down = mb(size, t.elapsed());
+        let _ = std::fs::remove_file(tmp.join("bench.out"));
+        client::rm(&nats, &file_id).await?;
+        (up, down)
+    };
     // Each repetition measures the baselines, then an upload (a new file) and a download of it, so
     // that a ratio compares figures taken moments apart (this machine's speed drifts by a third
     // over minutes); the ratios reported are the medians of the per-repetition ratios.
     let (mut raw_ups, mut raw_downs, mut raw_fan) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
+    let (mut up_cpus, mut down_cpus, mut fan_cpus, mut raw_up_cpus, mut raw_down_cpus) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut up_ratios, mut down_ratios, mut fan_ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut file_ids = Vec::new();
     let out = tmp.join("bench.out");
     for rep in 0..reps {
         // The baseline is the better of the client's parallelism and fewer in flight (on 2 cores,
         // more large messages in flight can make the bare transfer slower).
-        let (u, d, f) = raw_rates(nats_url, &nats, size, chunk, PARALLEL).await?;
-        let (u4, d4, f4) = raw_rates(nats_url, &nats, size, chunk, RAW_FEWER).await?;
-        let (raw_up, raw_down, fan) = (u.max(u4), d.max(d4), f.max(f4));
+        let raw = RawRates::best(
+            raw_rates(nats_url, &nats, size, chunk, PARALLEL).await?,
+            raw_rates(nats_url, &nats, size, chunk, RAW_FEWER).await?,
+        );
+        let (raw_up, raw_down, fan) = (raw.up.0, raw.down.0, raw.fan.0);
+        raw_up_cpus.push(raw.up.1);
+        raw_down_cpus.push(raw.down.1);
+        fan_cpus.push(raw.fan.1);
         eprintln!("dfs bench: upload {rep}");
+        let c0 = Cpu::now();
         let t = Instant::now();
         let file_id = client::put(&nats, &path, &opts).await?;
         let up = mb(size, t.elapsed());
+        up_cpus.push(c0.since());
+        eprintln!("dfs bench: upload {up:.0} MB/s, CPU {}", c0.since());
         eprintln!("dfs bench: download {rep}");
+        let c0 = Cpu::now();
         let t = Instant::now();
         client::get(&nats, &file_id, &out, false).await?;
         let down = mb(size, t.elapsed());
+        down_cpus.push(c0.since());
+        eprintln!("dfs bench: download {down:.0} MB/s, CPU {}", c0.since());
         let _ = std::fs::remove_file(&out);
         file_ids.push(file_id);
         raw_ups.push(raw_up);
@@ -367,6 +482,17 @@ async fn run(
         median(down_ratios),
         median(fan_ratios),
         median(fan_of_raw),
+    );
+    let cpu = |v: &[Cpu]| Cpu {
+        own: median(v.iter().map(|c| c.own).collect()),
+        nats: median(v.iter().map(|c| c.nats).collect()),
+    };
+    let (up_cpu, down_cpu, fan_cpu, raw_up_cpu, raw_down_cpu) = (
+        cpu(&up_cpus),
+        cpu(&down_cpus),
+        cpu(&fan_cpus),
+        cpu(&raw_up_cpus),
+        cpu(&raw_down_cpus),
     );
     for file_id in &file_ids {
         client::rm(&nats, file_id).await?;
@@ -432,7 +558,7 @@ async fn run(
     writeln!(out, "## dfs\n")?;
     writeln!(
         out,
-        "{size_mb} MB file, {reps} repetitions (each: baselines, an upload, a download), medians of the rates and of the per-repetition ratios, {} KiB chunks, {PARALLEL} chunks in flight, 4 chunk servers in-process; baseline: the same bytes as NATS request-reply in chunk-sized messages against a bare responder, same run, the better of {PARALLEL} and {RAW_FEWER} in flight.\n",
+        "{size_mb} MB file, a warm-up upload and download, then {reps} repetitions (each: baselines, an upload, a download), medians of the rates and of the per-repetition ratios, {} KiB chunks, {PARALLEL} chunks in flight, 4 chunk servers in-process; baseline: the same bytes as NATS request-reply in chunk-sized messages against a bare responder, same run, the better of {PARALLEL} and {RAW_FEWER} in flight.\n",
         chunk / 1024
     )?;
     writeln!(
@@ -457,6 +583,18 @@ async fn run(
     writeln!(
         out,
         "| download, verified on server and client | {down:.1} MB/s | NATS request-reply {raw_down:.1} MB/s | {down_ratio:.2} | >= 0.50 |",
+    )?;
+    writeln!(
+        out,
+        "| CPU time of one upload (median): this process (client and servers) + nats-server | {up_cpu} | raw request-reply {raw_up_cpu}; fanned-out {fan_cpu} | | |",
+    )?;
+    writeln!(
+        out,
+        "| CPU time of one download (median) | {down_cpu} | raw request-reply {raw_down_cpu} | | |",
+    )?;
+    writeln!(
+        out,
+        "| warm-up: the first upload and download after the deployment started (not in the medians) | {cold_up:.1} MB/s up, {cold_down:.1} MB/s down | | | |",
     )?;
     if let Some(row) = rerep_row {
         writeln!(out, "{row}")?;
