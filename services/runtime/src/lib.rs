@@ -9,6 +9,7 @@
 //!   batch together with the checkpoint, poison messages parked, lag measured, `min_seq` waits.
 //! - [`health`]: readiness, `sys.query.health`, and the `ready` announcement on `engine.system`.
 
+pub mod allocator;
 pub mod client;
 pub mod codec;
 pub mod config;

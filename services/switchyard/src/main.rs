@@ -57,8 +57,13 @@ enum ProjectionsCommand {
     List,
 }
 
+fn main() -> std::process::ExitCode {
+    runtime::allocator::keep_freed_memory();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn run() -> std::process::ExitCode {
     runtime::telemetry::init();
     match real_main().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -667,8 +667,13 @@ async fn plain_projection_loop(nats: &async_nats::Client, last_seq: u64) -> anyh
     Ok(rate)
 }
 
+fn main() -> anyhow::Result<()> {
+    runtime::allocator::keep_freed_memory();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
