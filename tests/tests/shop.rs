@@ -9,6 +9,20 @@ fn add(customer: &str, item: &str, count: i64, price: f64) -> Value {
            "special_sale": null, "sale_expiration": null})
 }
 
+/// `GET /items/{customer}` on the gateway at `base`, as JSON.
+async fn items_over_http(
+    http: &reqwest::Client,
+    base: &str,
+    customer: &str,
+) -> anyhow::Result<Value> {
+    Ok(http
+        .get(format!("{base}/items/{customer}"))
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 async fn cart_at(c: &Client, customer: &str, seq: u64) -> Value {
     c.request(
         "shop.query.cart",
@@ -412,12 +426,7 @@ async fn http_routes_of_the_original_service() -> anyhow::Result<()> {
     assert_eq!(v["customerId"], "jea-265");
     assert_eq!(v["items"][0]["itemCount"], 6);
     // Read your writes, at once, as with the original (synchronous) service.
-    let v: Value = http
-        .get(format!("{base}/items/jea-265"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let v = items_over_http(&http, &base, "jea-265").await?;
     assert_eq!(v["items"][0]["itemCount"], 6, "{v}");
     let r = http
         .post(format!("{base}/items/jea-265/other"))
@@ -449,12 +458,7 @@ async fn http_routes_of_the_original_service() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status(), 400);
     // No waiting for the projection: the gateway asks for the cart's last event.
-    let v: Value = http
-        .get(format!("{base}/items/jea-265"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let v = items_over_http(&http, &base, "jea-265").await?;
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     assert_eq!(v["items"][0]["itemCount"], 3);
     let r = http.delete(format!("{base}/items/jea-265")).send().await?;

@@ -43,32 +43,43 @@ struct Cpu {
     nats: f64,
 }
 
-impl Cpu {
-    fn now() -> Self {
-        fn seconds(pid: &str) -> Option<f64> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-            // utime and stime, in clock ticks of 1/100 s.
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        }
+/// The command name and the fields after it in `/proc/<pid>/stat`.
+fn proc_stat(pid: &str) -> Option<(String, Vec<String>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    Some((name, rest.split_whitespace().map(str::to_string).collect()))
+}
+
+/// The pid of the nats-server this bench process started (a child of ours; one per section, and
+/// dfs is the only section that reads CPU time), looked up once.
+fn nats_server_pid() -> Option<&'static str> {
+    static PID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PID.get_or_init(|| {
         let me = std::process::id().to_string();
-        let nats = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
+        std::fs::read_dir("/proc")
+            .ok()?
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .find(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.contains("(nats-server)")
-                        && s.rsplit(')')
-                            .next()
-                            .and_then(|r| r.split_whitespace().nth(1))
-                            == Some(me.as_str())
+                proc_stat(pid).is_some_and(|(name, f)| {
+                    name == "nats-server" && f.get(1).map(String::as_str) == Some(me.as_str())
                 })
-            });
+            })
+    })
+    .as_deref()
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // utime and stime (fields 14 and 15), in clock ticks of 1/100 s.
+        let seconds = |pid: &str| {
+            let (_, f) = proc_stat(pid)?;
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        };
         Self {
             own: seconds("self").unwrap_or(0.0),
-            nats: nats.and_then(|pid| seconds(&pid)).unwrap_or(0.0),
+            nats: nats_server_pid().and_then(seconds).unwrap_or(0.0),
         }
     }
 
@@ -409,6 +420,7 @@ async fn run(
         metadata_dir: tmp.clone(),
         progress: false,
     };
+    let out = tmp.join("bench.out");
     // Warm-up: one upload and one download on the just-started deployment, reported apart and left
     // out of the medians (as criterion warms up before it measures). Its processes fault their
     // working memory in on first use: profiled, the kernel zeroing fresh pages was a third of the
@@ -419,9 +431,9 @@ async fn run(
         let file_id = client::put(&nats, &path, &opts).await?;
         let up = mb(size, t.elapsed());
         let t = Instant::now();
-        client::get(&nats, &file_id, &tmp.join("bench.out"), false).await?;
+        client::get(&nats, &file_id, &out, false).await?;
         let down = mb(size, t.elapsed());
-        let _ = std::fs::remove_file(tmp.join("bench.out"));
+        let _ = std::fs::remove_file(&out);
         client::rm(&nats, &file_id).await?;
         (up, down)
     };
@@ -434,7 +446,6 @@ async fn run(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut up_ratios, mut down_ratios, mut fan_ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut file_ids = Vec::new();
-    let out = tmp.join("bench.out");
     for rep in 0..reps {
         // The baseline is the better of the client's parallelism and fewer in flight (on 2 cores,
         // more large messages in flight can make the bare transfer slower).

@@ -563,9 +563,11 @@ impl<P: Projection> Runner<P> {
             }
         }
         self.prefetched = next;
-        let lag = behind;
-        self.handle.inner.lag.store(lag as i64, Ordering::Relaxed);
-        tracing::debug!(parent: &span, lag, was_prefetched, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
+        self.handle
+            .inner
+            .lag
+            .store(behind as i64, Ordering::Relaxed);
+        tracing::debug!(parent: &span, lag = behind, was_prefetched, lock_and_pull_us = pulled.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "batch committed");
         Ok(batch.len())
     }
 
