@@ -36,10 +36,7 @@ async fn owner(pool: &sqlx::PgPool) -> anyhow::Result<Option<String>> {
 
 /// Waits until some process other than `not` (any, when `None`) holds the lease; its name and how
 /// long it took.
-async fn wait_owner(
-    pool: &sqlx::PgPool,
-    not: Option<&str>,
-) -> anyhow::Result<(String, Duration)> {
+async fn wait_owner(pool: &sqlx::PgPool, not: Option<&str>) -> anyhow::Result<(String, Duration)> {
     let t = Instant::now();
     loop {
         if let Some(o) = owner(pool).await? {

@@ -284,10 +284,7 @@ pub async fn rebuild<P: Projection>(
         .get_stream(store.name())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Err(e) = stream
-        .delete_consumer(&legacy_consumer_name(P::NAME))
-        .await
-    {
+    if let Err(e) = stream.delete_consumer(&legacy_consumer_name(P::NAME)).await {
         tracing::debug!(error = %e, "no legacy consumer to delete");
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! ordered consumer, make batches, commit them, retry.
 
 use super::batch::Outcome;
-use super::{legacy_consumer_name, Batching, Projection, ProjectionHandle, LEASE_CHECK, LEASE_POLL};
+use super::{
+    legacy_consumer_name, Batching, Projection, ProjectionHandle, LEASE_CHECK, LEASE_POLL,
+};
 use crate::store::EventStore;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt as _, StreamExt as _};
@@ -103,11 +105,12 @@ impl<P: Projection> Runner<P> {
     async fn stand_by(&self, lease: &mut PgConnection) -> Result<(), sqlx::Error> {
         let mut polls = 0u32;
         loop {
-            let got: bool =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT pg_try_advisory_lock({LOCK_KEY})")))
-                    .bind(P::NAME)
-                    .fetch_one(&mut *lease)
-                    .await?;
+            let got: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_try_advisory_lock({LOCK_KEY})"
+            )))
+            .bind(P::NAME)
+            .fetch_one(&mut *lease)
+            .await?;
             if got {
                 return Ok(());
             }
@@ -198,8 +201,12 @@ impl<P: Projection> Runner<P> {
                 };
                 match first {
                     Some(Ok(m)) => batch.push(m),
-                    Some(Err(e)) => return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}")),
-                    None => return Stop::Nats(anyhow::anyhow!("the consumer of stream {stream} ended")),
+                    Some(Err(e)) => {
+                        return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
+                    }
+                    None => {
+                        return Stop::Nats(anyhow::anyhow!("the consumer of stream {stream} ended"))
+                    }
                 }
                 // Then what is already there, and (a batch that is not full) what comes within the
                 // linger.
@@ -209,10 +216,14 @@ impl<P: Projection> Runner<P> {
                         match messages.next().now_or_never() {
                             Some(Some(Ok(m))) => batch.push(m),
                             Some(Some(Err(e))) => {
-                                return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
+                                return Stop::Nats(anyhow::anyhow!(
+                                    "following stream {stream}: {e}"
+                                ))
                             }
                             Some(None) => {
-                                return Stop::Nats(anyhow::anyhow!("the consumer of stream {stream} ended"))
+                                return Stop::Nats(anyhow::anyhow!(
+                                    "the consumer of stream {stream} ended"
+                                ))
                             }
                             None => break,
                         }
@@ -226,7 +237,9 @@ impl<P: Projection> Runner<P> {
                             return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
                         }
                         Ok(None) => {
-                            return Stop::Nats(anyhow::anyhow!("the consumer of stream {stream} ended"))
+                            return Stop::Nats(anyhow::anyhow!(
+                                "the consumer of stream {stream} ended"
+                            ))
                         }
                         Err(_) => break,
                     }
