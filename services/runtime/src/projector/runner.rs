@@ -90,7 +90,7 @@ impl<P: Projection> Runner<P> {
                     tracing::warn!(projection = P::NAME, error = %e, "lost the projection's lease; standing by");
                 }
                 Stop::Nats(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "projection stopped on a NATS error; giving the lease up and retrying");
+                    tracing::warn!(projection = P::NAME, error = %format!("{e:#}"), "projection stopped on a NATS error; giving the lease up and retrying");
                 }
             }
             // Closing the connection releases the lock (dropping it does too, once PostgreSQL sees it).

@@ -2,6 +2,7 @@
 
 use super::{DUPLICATE_WINDOW, IDEMPOTENCY_BUCKET};
 use crate::error::ServiceError;
+use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -33,11 +34,11 @@ impl Idempotency {
             ..Default::default()
         })
         .await
-        .map_err(|e| anyhow::anyhow!("creating the idempotency stream: {e}"))?;
+        .context("creating the idempotency stream")?;
         let stream = js
             .get_stream(IDEMPOTENCY_BUCKET)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(anyhow::Error::from)?;
         Ok(Self {
             js: js.clone(),
             stream,
@@ -82,7 +83,7 @@ impl Idempotency {
         };
         if let Ok(bytes) = serde_json::to_vec(&value) {
             if let Err(e) = self.put(key, bytes.into()).await {
-                tracing::warn!(error = %e, "could not remember the reply of a command");
+                tracing::warn!(error = %format!("{e:#}"), "could not remember the reply of a command");
             }
         }
     }
