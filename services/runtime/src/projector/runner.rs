@@ -149,6 +149,9 @@ impl<P: Projection> Runner<P> {
                     }
                 },
                 description: Some(format!("projection {} (its owner)", P::NAME)),
+                // Pulls of a second, so heartbeats every half second: a consumer lost with a
+                // nats-server restart is noticed and made again within a couple of seconds.
+                max_expires: Duration::from_secs(1),
                 ..Default::default()
             })
             .await
