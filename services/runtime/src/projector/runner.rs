@@ -199,6 +199,12 @@ impl<P: Projection> Runner<P> {
                             if let Err(e) = check(lease, &mut checked, false).await {
                                 return Stop::LeaseLost(e);
                             }
+                            // Idle: a checkpoint moved by someone else (a rebuild sets it back
+                            // to 0) would otherwise be noticed only at the next event.
+                            if matches!(self.handle.db_checkpoint().await, Ok(now) if now != cp) {
+                                tracing::info!(projection = P::NAME, "the checkpoint moved under this owner (a rebuild, or another owner); starting again from it");
+                                continue 'from_checkpoint;
+                            }
                         }
                     }
                 };
