@@ -2,6 +2,10 @@
 //! database per test, services started in-process in their own tokio runtime (so a test can kill
 //! them like a process), and a client that talks to them only through NATS, as users do.
 
+pub mod cluster;
+pub mod history;
+pub mod load;
+
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::Value;
@@ -35,7 +39,9 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> bool {
+/// Waits until something listens on 127.0.0.1:`port`.
+#[must_use]
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
