@@ -338,6 +338,23 @@ pub fn switchyard_bin() -> anyhow::Result<PathBuf> {
                 .to_string();
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
+            // Without the variables cargo and nextest set for this test: build scripts would see
+            // them as a change and the next `cargo test` would build everything again.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy().to_string();
+                let keep = matches!(k.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+                    || k.starts_with("CARGO_BUILD_");
+                let drop = k.starts_with("CARGO")
+                    || k.contains("NEXTEST")
+                    || k.starts_with("RUST_TEST")
+                    || matches!(
+                        k.as_str(),
+                        "OUT_DIR" | "DEBUG" | "OPT_LEVEL" | "PROFILE" | "TARGET" | "HOST" | "NUM_JOBS"
+                    );
+                if drop && !keep {
+                    cmd.env_remove(&k);
+                }
+            }
             cmd.args(["build", "-q", "-p", "switchyard", "--bin", "switchyard"])
                 .arg("--target-dir")
                 .arg(target)
