@@ -114,14 +114,21 @@ pub struct EventStore {
     js: jetstream::Context,
     stream: stream::Stream,
     name: String,
+    replicas: usize,
 }
 
 impl EventStore {
-    /// Creates the stream `name` over `<domain>.events.>`, or updates it to that configuration.
+    /// Creates the stream `name` over `<domain>.events.>` with `replicas` replicas, or updates it
+    /// in place to that configuration (a change of replicas included; never deleted and recreated).
     ///
     /// # Errors
-    /// JetStream is not enabled or not reachable.
-    pub async fn open(js: jetstream::Context, domain: &str, name: &str) -> anyhow::Result<Self> {
+    /// JetStream is not enabled or not reachable, or has fewer servers than `replicas`.
+    pub async fn open(
+        js: jetstream::Context,
+        domain: &str,
+        name: &str,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
         let config = stream::Config {
             name: name.to_string(),
             subjects: vec![format!("{domain}.events.>")],
@@ -132,18 +139,48 @@ impl EventStore {
             description: Some(format!("Switchyard {domain} events")),
             ..Default::default()
         };
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating stream {name}: {e}"))?;
-        let stream = js
-            .get_stream(name)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening stream {name}: {e}"))?;
+        let stream = crate::nats::ensure_stream(&js, config, replicas).await?;
         Ok(Self {
             js,
             stream,
             name: name.to_string(),
+            replicas,
         })
+    }
+
+    /// Opens the stream `name` as it is (creating it with one replica only when it is missing), for
+    /// a component that appends but does not own the stream's configuration.
+    ///
+    /// # Errors
+    /// JetStream is not reachable.
+    pub async fn open_existing(
+        js: jetstream::Context,
+        domain: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        match js.get_stream(name).await {
+            Ok(mut stream) => {
+                let replicas = stream
+                    .info()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?
+                    .config
+                    .num_replicas;
+                Ok(Self {
+                    js,
+                    stream,
+                    name: name.to_string(),
+                    replicas,
+                })
+            }
+            Err(_) => Self::open(js, domain, name, 1).await,
+        }
+    }
+
+    /// The stream's replicas (`SWITCHYARD_REPLICAS`), for what is created beside it.
+    #[must_use]
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The stream's name.
@@ -372,23 +409,22 @@ impl Idempotency {
     ///
     /// # Errors
     /// JetStream not reachable.
-    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        js.create_or_update_stream(stream::Config {
-            name: IDEMPOTENCY_BUCKET.into(),
-            subjects: vec!["switchyard.idem.>".into()],
-            max_messages_per_subject: 1,
-            max_age: DUPLICATE_WINDOW,
-            storage: stream::StorageType::File,
-            allow_direct: true,
-            description: Some("replies of commands sent with Nats-Msg-Id".into()),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the idempotency stream: {e}"))?;
-        let stream = js
-            .get_stream(IDEMPOTENCY_BUCKET)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
+        let stream = crate::nats::ensure_stream(
+            js,
+            stream::Config {
+                name: IDEMPOTENCY_BUCKET.into(),
+                subjects: vec!["switchyard.idem.>".into()],
+                max_messages_per_subject: 1,
+                max_age: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                allow_direct: true,
+                description: Some("replies of commands sent with Nats-Msg-Id".into()),
+                ..Default::default()
+            },
+            replicas,
+        )
+        .await?;
         Ok(Self {
             js: js.clone(),
             stream,
