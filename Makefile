@@ -16,7 +16,9 @@ run: build
 	@bash infra/run.sh
 
 ## The same set-up, then the whole test suite.
+## The fault tests run the real `switchyard` binary: it is built first (the harness rebuilds it if stale).
 test: up
+	@$(ENV) cargo build -q -p switchyard --bin switchyard
 	@$(ENV) if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \

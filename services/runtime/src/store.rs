@@ -372,6 +372,42 @@ impl EventStore {
         }
     }
 
+    /// The stream sequence of the event on `subject` that was stored with `msg_id`, if there is one
+    /// (reads the subject's headers only). JetStream's own de-duplication cannot answer this: it
+    /// checks the expected last subject sequence first, so a command decided again on a state that
+    /// already holds its own event is refused before its msg id is looked at.
+    pub async fn find_msg_id(&self, subject: &str, msg_id: &str) -> Option<u64> {
+        let last = self
+            .stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+            .ok()?
+            .sequence;
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.to_string(),
+                headers_only: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        let mut messages = consumer.messages().await.ok()?;
+        while let Ok(Some(Ok(msg))) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        {
+            let seq = msg.info().ok()?.stream_sequence;
+            let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
+            if id.is_some_and(|v| v.as_str() == msg_id) {
+                return Some(seq);
+            }
+            if seq >= last {
+                break;
+            }
+        }
+        None
+    }
+
     /// Appends without an expected sequence (for events that need no aggregate check).
     ///
     /// # Errors
@@ -632,13 +668,48 @@ impl<A: Aggregate> Repository<A> {
                 return r;
             }
         }
-        let result = self
+        let mut result = self
             .execute_inner(subject, msg_id, &decide, &reply, key.as_deref())
             .await;
+        // A command sent again after its first attempt was stored but not answered (the reply was
+        // lost, or the store acknowledged too late): deciding it again on the state that already
+        // holds its own event refuses it ("not in the cart", "already exists"). The first attempt's
+        // event is found by its msg id, and the first reply is given.
+        if let (Err(e), Some(m)) = (&result, msg_id) {
+            if !e.is_transient() {
+                if let Some(first) = self.first_reply(subject, m, &reply).await {
+                    result = Ok(first);
+                }
+            }
+        }
         if let Some(key) = &key {
             self.idem.record(key, &result).await;
         }
         result
+    }
+
+    /// The reply to the command whose event was stored on `subject` with `msg_id`, if there is one:
+    /// the state after that event, the event and its sequence.
+    async fn first_reply<R, F>(&self, subject: &str, msg_id: &str, reply: &F) -> Option<R>
+    where
+        F: Fn(&A, &A::Event, u64) -> R,
+    {
+        let seq = self.store.find_msg_id(subject, msg_id).await?;
+        let (events, _) = self.store.load::<A::Event>(subject).await.ok()?;
+        let mut state = A::default();
+        for e in &events {
+            state.apply(&e.event);
+            if e.seq == seq {
+                tracing::info!(
+                    subject,
+                    msg_id,
+                    seq,
+                    "a command sent again was stored already: answering as the first time"
+                );
+                return Some(reply(&state, &e.event, seq));
+            }
+        }
+        None
     }
 
     async fn execute_inner<R, D, F>(
