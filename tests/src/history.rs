@@ -285,6 +285,29 @@ impl History {
                 g.longest_command = g.longest_command.max(last.1.saturating_sub(first.0));
             }
         }
+        // Per context, the longest stretch without a successful reply (from one success to the
+        // next, or from the fault to the first) within the window.
+        let mut ok_ends: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+        for op in &ops {
+            let ctx = op.subject.split('.').next().unwrap_or_default().to_string();
+            for (_, e, a) in &op.attempts {
+                if matches!(a, Attempt::Ok | Attempt::Refused(_)) {
+                    ok_ends.entry(ctx.clone()).or_default().push(*e);
+                }
+            }
+        }
+        for (ctx, mut ends) in ok_ends {
+            ends.sort();
+            let mut prev = t;
+            for e in ends.into_iter().filter(|e| *e >= t && *e <= t + window) {
+                let stretch = e.saturating_sub(prev);
+                if stretch > g.stalled_for {
+                    g.stalled_for = stretch;
+                    g.stalled_context = ctx.clone();
+                }
+                prev = e;
+            }
+        }
         for (s, e, a) in self.queries.lock().unwrap().iter() {
             if *e < t || *s > t + window {
                 continue;
@@ -299,7 +322,7 @@ impl History {
 }
 
 /// How commands fared after a fault.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Gap {
     /// Attempts that timed out, found no responder or were `unavailable`.
     pub failed_attempts: usize,
@@ -307,6 +330,9 @@ pub struct Gap {
     pub refused_for: Duration,
     /// The longest time one command took (first send to final reply), retries included.
     pub longest_command: Duration,
+    /// The longest time one context answered no command at all (success or refusal) after the fault.
+    pub stalled_for: Duration,
+    pub stalled_context: String,
     /// Queries (`shop.query.cart`) that failed, and from the fault to the end of the last one.
     pub failed_queries: usize,
     pub queries_refused_for: Duration,
@@ -316,8 +342,10 @@ impl std::fmt::Display for Gap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "commands refused/timed out for {:.1} s after the fault ({} failed attempts), longest command {:.1} s; \
-             queries failed for {:.1} s ({} failed)",
+            "{} answered nothing for {:.1} s; last failed command attempt ended {:.1} s after the fault \
+             ({} failed attempts), longest command {:.1} s; queries failed until {:.1} s ({} failed)",
+            self.stalled_context,
+            self.stalled_for.as_secs_f64(),
             self.refused_for.as_secs_f64(),
             self.failed_attempts,
             self.longest_command.as_secs_f64(),
@@ -1022,6 +1050,8 @@ mod tests {
         assert_eq!(g.failed_attempts, 2);
         assert_eq!(g.refused_for, Duration::from_secs(5));
         assert_eq!(g.longest_command, Duration::from_millis(4_100));
+        assert_eq!(g.stalled_for, Duration::from_millis(5_100));
+        assert_eq!(g.stalled_context, "shop");
         let before = h.gap_after(Duration::from_secs(20), Duration::from_secs(30));
         assert_eq!(before.failed_attempts, 0);
     }

@@ -376,13 +376,17 @@ impl EventStore {
     /// (reads the subject's headers only). JetStream's own de-duplication cannot answer this: it
     /// checks the expected last subject sequence first, so a command decided again on a state that
     /// already holds its own event is refused before its msg id is looked at.
-    pub async fn find_msg_id(&self, subject: &str, msg_id: &str) -> Option<u64> {
-        let last = self
-            .stream
-            .get_last_raw_message_by_subject(subject)
-            .await
-            .ok()?
-            .sequence;
+    ///
+    /// # Errors
+    /// JetStream did not answer (then nobody knows yet).
+    pub async fn find_msg_id(&self, subject: &str, msg_id: &str) -> Result<Option<u64>, ()> {
+        let last = match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(_) => return Err(()),
+        };
         let consumer = self
             .stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -391,21 +395,22 @@ impl EventStore {
                 ..Default::default()
             })
             .await
-            .ok()?;
-        let mut messages = consumer.messages().await.ok()?;
-        while let Ok(Some(Ok(msg))) =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let seq = msg.info().ok()?.stream_sequence;
+            .map_err(|_| ())?;
+        let mut messages = consumer.messages().await.map_err(|_| ())?;
+        loop {
+            let msg = match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(Ok(msg))) => msg,
+                _ => return Err(()),
+            };
+            let seq = msg.info().map_err(|_| ())?.stream_sequence;
             let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
             if id.is_some_and(|v| v.as_str() == msg_id) {
-                return Some(seq);
+                return Ok(Some(seq));
             }
             if seq >= last {
-                break;
+                return Ok(None);
             }
         }
-        None
     }
 
     /// Appends without an expected sequence (for events that need no aggregate check).
@@ -677,8 +682,10 @@ impl<A: Aggregate> Repository<A> {
         // event is found by its msg id, and the first reply is given.
         if let (Err(e), Some(m)) = (&result, msg_id) {
             if !e.is_transient() {
-                if let Some(first) = self.first_reply(subject, m, &reply).await {
-                    result = Ok(first);
+                match self.first_reply(subject, m, &reply).await {
+                    Ok(Some(first)) => result = Ok(first),
+                    Ok(None) => {}
+                    Err(e) => result = Err(e),
                 }
             }
         }
@@ -690,12 +697,32 @@ impl<A: Aggregate> Repository<A> {
 
     /// The reply to the command whose event was stored on `subject` with `msg_id`, if there is one:
     /// the state after that event, the event and its sequence.
-    async fn first_reply<R, F>(&self, subject: &str, msg_id: &str, reply: &F) -> Option<R>
+    ///
+    /// # Errors
+    /// `unavailable` when the store cannot tell (retry with the same msg id).
+    async fn first_reply<R, F>(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        reply: &F,
+    ) -> Result<Option<R>, ServiceError>
     where
         F: Fn(&A, &A::Event, u64) -> R,
     {
-        let seq = self.store.find_msg_id(subject, msg_id).await?;
-        let (events, _) = self.store.load::<A::Event>(subject).await.ok()?;
+        let cannot_tell = || {
+            ServiceError::unavailable(
+                "the event store did not answer whether this command was stored already: retry with the same Nats-Msg-Id",
+            )
+        };
+        let Some(seq) = self
+            .store
+            .find_msg_id(subject, msg_id)
+            .await
+            .map_err(|()| cannot_tell())?
+        else {
+            return Ok(None);
+        };
+        let (events, _) = self.store.load::<A::Event>(subject).await?;
         let mut state = A::default();
         for e in &events {
             state.apply(&e.event);
@@ -706,10 +733,10 @@ impl<A: Aggregate> Repository<A> {
                     seq,
                     "a command sent again was stored already: answering as the first time"
                 );
-                return Some(reply(&state, &e.event, seq));
+                return Ok(Some(reply(&state, &e.event, seq)));
             }
         }
-        None
+        Err(cannot_tell())
     }
 
     async fn execute_inner<R, D, F>(
