@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod history;
 pub mod load;
+pub mod nats_cluster;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -65,6 +66,15 @@ fn find_nats_server() -> anyhow::Result<PathBuf> {
                 format!("no nats-server found: run `bash infra/up.sh` (or `make test`), which installs {min} or newer into ./var/bin")
             })?
     };
+    check_nats_server(bin)
+}
+
+/// `bin` when it is a nats-server of at least [`MIN_SERVER_VERSION`].
+///
+/// # Errors
+/// It does not run, or it is older (the message names its version, the minimum and the fix).
+pub fn check_nats_server(bin: PathBuf) -> anyhow::Result<PathBuf> {
+    let min = runtime::nats::min_server_version();
     let out = Command::new(&bin)
         .arg("--version")
         .output()

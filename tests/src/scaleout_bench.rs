@@ -16,120 +16,21 @@
 
 use super::{add, env_or, median, raw_sequence, shop_throughput, RawSequence};
 use anyhow::Context as _;
-use e2e::{free_port, Client, TestDb};
+use e2e::{Client, TestDb};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::fmt::Write as _;
 use std::future::IntoFuture as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// One nats-server or a 3-node cluster of them, each node with its own store.
-struct Deployment {
-    label: &'static str,
-    replicas: usize,
-    ports: Vec<u16>,
-    nodes: Vec<Child>,
-    _dir: tempfile::TempDir,
-}
+type Deployment = e2e::nats_cluster::NatsDeployment;
 
-impl Deployment {
-    fn start(label: &'static str, nodes: usize, sync: &str) -> anyhow::Result<Self> {
-        let bin = e2e::nats_server_bin()?;
-        let dir = tempfile::tempdir()?;
-        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let mut children = Vec::new();
-        for i in 0..nodes {
-            let store = dir.path().join(format!("n{i}"));
-            let mut conf = format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  \
-                 max_file_store: 8589934592\n  sync_interval: \"{sync}\"\n}}\n",
-                ports[i],
-                store.display()
-            );
-            if nodes > 1 {
-                let others: Vec<String> = (0..nodes)
-                    .filter(|&j| j != i)
-                    .map(|j| format!("    nats-route://127.0.0.1:{}", routes[j]))
-                    .collect();
-                write!(
-                    conf,
-                    "cluster {{\n  name: bench\n  listen: 127.0.0.1:{}\n  routes: [\n{}\n  ]\n}}\n",
-                    routes[i],
-                    others.join("\n")
-                )?;
-            }
-            let path = dir.path().join(format!("n{i}.conf"));
-            std::fs::write(&path, conf)?;
-            children.push(
-                Command::new(&bin)
-                    .arg("-c")
-                    .arg(&path)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("starting {}", bin.display()))?,
-            );
-        }
-        Ok(Self {
-            label,
-            replicas: nodes.min(3),
-            ports,
-            nodes: children,
-            _dir: dir,
-        })
-    }
-
-    fn url(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(Child::id).collect()
-    }
-
-    /// Connects and waits until JetStream takes a stream of this deployment's replicas (a cluster
-    /// needs its meta leader first); returns the context with stream `RAWBENCH` made.
-    async fn ready(&self) -> anyhow::Result<(Client, async_nats::jetstream::Context)> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let attempt = async {
-                let client = Client::connect(&self.url()).await?;
-                let js = async_nats::jetstream::new(client.nats.clone());
-                js.create_or_update_stream(async_nats::jetstream::stream::Config {
-                    name: "RAWBENCH".into(),
-                    subjects: vec!["bench.js.>".into()],
-                    num_replicas: self.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok::<_, anyhow::Error>((client, js))
-            };
-            match attempt.await {
-                Ok(r) => return Ok(r),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e.context(format!("{} did not become ready", self.label)))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        for c in &mut self.nodes {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Connects to `dep` once JetStream is ready, with stream `RAWBENCH` over `bench.js.>` made.
+async fn ready(dep: &Deployment) -> anyhow::Result<(Client, async_nats::jetstream::Context)> {
+    let client = dep.wait_jetstream("RAWBENCH", "bench.js.>").await?;
+    let js = async_nats::jetstream::new(client.nats.clone());
+    Ok((client, js))
 }
 
 /// Acked publishes per second with 64 in flight, for `secs` seconds.
@@ -332,7 +233,7 @@ async fn command_run(
     // Each configuration starts from an empty SHOP stream and a fresh database.
     let _ = js.delete_stream("SHOP").await;
     let db = TestDb::create().await?;
-    let procs = start_processes(processes, &dep.url(), &db.url, dep.replicas).await?;
+    let procs = start_processes(processes, &dep.url(), &db.url, dep.replicas()).await?;
     // Warm-up: connections, caches, the consumer's first batches.
     shop_throughput(client, 640, "warm").await?;
     let raw_rate = publish_for(js, 2.0).await?;
@@ -390,15 +291,15 @@ pub async fn section() -> anyhow::Result<String> {
         Deployment::start("3 nodes, R3, sync_interval default (2m)", 3, "2m")?,
         Deployment::start("3 nodes, R3, sync_interval always", 3, "always")?,
     ];
-    let mut ready = Vec::new();
+    let mut readies = Vec::new();
     for d in &deps {
-        ready.push(d.ready().await?);
+        readies.push(ready(d).await?);
     }
     // Durability modes side by side: three interleaved rounds, the median of each.
     eprintln!("bench: scaleout: durability modes");
     let mut rates = vec![Vec::new(); deps.len()];
     for _ in 0..3 {
-        for (k, (_, js)) in ready.iter().enumerate() {
+        for (k, (_, js)) in readies.iter().enumerate() {
             rates[k].push(publish_for(js, secs).await?);
         }
     }
@@ -429,8 +330,8 @@ pub async fn section() -> anyhow::Result<String> {
         command_run(
             "1 node (R1), 1 process".into(),
             &deps[0],
-            &ready[0].1,
-            &ready[0].0,
+            &readies[0].1,
+            &readies[0].0,
             1,
             pg,
         )
@@ -444,8 +345,8 @@ pub async fn section() -> anyhow::Result<String> {
                     if k == 1 { "" } else { "es" }
                 ),
                 &deps[2],
-                &ready[2].1,
-                &ready[2].0,
+                &readies[2].1,
+                &readies[2].0,
                 k,
                 pg,
             )
@@ -496,7 +397,7 @@ pub async fn section() -> anyhow::Result<String> {
         writeln!(out, "\nOn paper, from the last row (3 processes, R3): this machine has {cores:.0} cores, so spending {:.0} us of CPU per command it could reach at most {:.0} commands/s if nothing else ran (measured: {:.0}). On three such machines (one nats node and one switchyard process each, PostgreSQL on one, clients elsewhere) the PostgreSQL machine spends {:.0} us per command and the other two {:.0} us: at most about {:.0} commands/s, {:.1}x the one-machine bound, before the network's round trips (which add latency, not CPU) and the SHOP leader's extra share.\n",
             here * 1e6, cores / here, r3.rate, busiest * 1e6, others * 1e6, cores / busiest, (cores / busiest) / (cores / here))?;
     }
-    drop(ready);
+    drop(readies);
     drop(deps);
     Ok(out)
 }

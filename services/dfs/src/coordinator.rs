@@ -49,7 +49,7 @@ pub struct Coordinator {
 }
 
 /// The stream holding the repair lease: the last message on [`LEASE_SUBJECT`] (a key-value entry
-/// in all but name: async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+/// in all but name, built so for nats-server 2.9; still a plain stream, with `SWITCHYARD_REPLICAS`).
 const LEASE_STREAM: &str = "DFS_LEASE";
 /// The lease's subject.
 const LEASE_SUBJECT: &str = "dfs.lease.repair";

@@ -8,8 +8,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Remembered replies of commands sent with `Nats-Msg-Id`: a stream keeping the last message per
-/// subject `switchyard.idem.<key>` for [`DUPLICATE_WINDOW`] (a key-value bucket in all but name; built on
-/// a plain stream because async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+/// subject `switchyard.idem.<key>` for [`DUPLICATE_WINDOW`] (a key-value bucket in all but name). It
+/// was built on a plain stream for nats-server 2.9; on 2.11+ it stays one, since a bucket would be a
+/// new stream (`KV_...`) and deployments would lose the replies remembered across the upgrade.
 #[derive(Clone)]
 pub struct Idempotency {
     js: jetstream::Context,
