@@ -183,19 +183,19 @@ async fn shop_client(c: Client, h: History, k: usize, stop: Arc<AtomicBool>) -> 
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let cart = format!("{}-cart-{}", h.run, n % 6);
-        let (subject, body) = if n % 5 == 0 && !mine.is_empty() {
+        let (subject, body) = if n.is_multiple_of(5) && !mine.is_empty() {
             let (cart, item) = &mine[(n as usize / 5) % mine.len()];
             (
                 "shop.cmd.update-item",
                 json!({"customer_id": cart, "item_id": item, "new_count": 2 + n % 3}),
             )
-        } else if n % 7 == 0 && !mine.is_empty() {
+        } else if n.is_multiple_of(7) && !mine.is_empty() {
             let (cart, item) = mine.swap_remove((n as usize / 7) % mine.len());
             (
                 "shop.cmd.remove-item",
                 json!({"customer_id": cart, "item_id": item}),
             )
-        } else if n % 41 == 0 {
+        } else if n.is_multiple_of(41) {
             ("shop.cmd.checkout", json!({"customer_id": cart}))
         } else {
             let item = format!("{}-{name}-item-{n}", h.run);
