@@ -306,3 +306,61 @@ async fn two_processes_replaying_a_backlog_in_small_prefetched_batches_agree() -
     }
     Ok(())
 }
+
+/// A command whose first attempt was stored but never answered (the reply lost in a fail-over),
+/// sent again with the same `Nats-Msg-Id` to a process that has not seen the cart: it gets the first
+/// reply (success, the first attempt's `seq`), not a refusal decided on the state that already holds
+/// its own event. Found by the fault tests (`faults.rs`): `remove-item` answered `not_found`,
+/// `add-module` `conflict`, `checkout` "the cart is empty" for commands that had been applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_again_after_its_unanswered_first_attempt_was_stored_gets_the_first_reply(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut first = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let r = c
+        .request("shop.cmd.add-item", &add("lost-reply", "i1"))
+        .await?;
+    assert!(r.code().is_none(), "{}", r.body);
+    // The first attempt of `remove-item` (msg id rm-1) as it was stored; its reply never came.
+    let js = async_nats::jetstream::new(c.nats.clone());
+    let subject = format!("{}.{}", shop::EVENTS, schemas::encode_token("lost-reply"));
+    let event = json!({"id": uuid::Uuid::now_v7(), "type": "ItemRemoved",
+        "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "data": {"customer_id": "lost-reply", "item_id": "i1"}});
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", "rm-1");
+    let stored = js
+        .publish_with_headers(subject, h, serde_json::to_vec(&event)?.into())
+        .await?
+        .await?;
+    // Sent again to a process that has not cached the cart.
+    first.kill();
+    let _second = env.services(&["shop"]).await?;
+    let r = c
+        .request_with_id(
+            "shop.cmd.remove-item",
+            "rm-1",
+            &json!({"customer_id": "lost-reply", "item_id": "i1"}),
+        )
+        .await?;
+    assert!(
+        r.code().is_none(),
+        "the first reply, not a refusal: {}",
+        r.body
+    );
+    assert_eq!(r.body["seq"].as_u64(), Some(stored.sequence));
+    assert_eq!(r.body["items"], json!([]));
+    assert_eq!(c.stream_len("SHOP").await?, 2, "nothing appended again");
+    // A refusal of a command that was never stored stays a refusal.
+    let r = c
+        .request_with_id(
+            "shop.cmd.remove-item",
+            "rm-2",
+            &json!({"customer_id": "lost-reply", "item_id": "i1"}),
+        )
+        .await?;
+    assert_eq!(r.code(), Some("not_found"), "{}", r.body);
+    assert_eq!(c.stream_len("SHOP").await?, 2);
+    Ok(())
+}

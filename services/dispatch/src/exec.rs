@@ -46,13 +46,55 @@ impl Dispatch {
                 return r;
             }
         }
-        let result = self
+        let mut result = self
             .execute_inner(subject, msg_id, key.as_deref(), &read, &decide, &reply)
             .await;
+        // Sent again after an unanswered first attempt that was stored: the refusal was decided
+        // on a state holding the command's own event; answer as the first time instead.
+        if let (Err(e), Some(m)) = (&result, msg_id) {
+            if !e.is_transient() {
+                match self.first_reply(subject, m, &read, &reply).await {
+                    Ok(Some(first)) => result = Ok(first),
+                    Ok(None) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+        }
         if let Some(k) = &key {
             self.idem.record(k, &result).await;
         }
         result
+    }
+
+    /// The reply to the command stored on `subject` with `msg_id`, if one was (see
+    /// `runtime::store::EventStore::find_msg_id`).
+    async fn first_reply<S, R>(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        read: &impl Fn(&Model) -> (S, u64),
+        reply: &impl Fn(&S, &DispatchEvent, u64) -> R,
+    ) -> Result<Option<R>, ServiceError> {
+        let cannot_tell = || {
+            ServiceError::unavailable(
+                "the event store did not answer whether this command was stored already: retry with the same Nats-Msg-Id",
+            )
+        };
+        let Some(seq) = self
+            .store
+            .find_msg_id(subject, msg_id)
+            .await
+            .map_err(|()| cannot_tell())?
+        else {
+            return Ok(None);
+        };
+        let (events, _) = self.store.load::<DispatchEvent>(subject).await?;
+        let Some(stored) = events.iter().find(|e| e.seq == seq) else {
+            return Err(cannot_tell());
+        };
+        self.view.wait_for(seq, Duration::from_secs(5)).await;
+        let (state, _) = self.view.read(read);
+        Ok(Some(reply(&state, &stored.event, seq)))
     }
 
     async fn execute_inner<S, R>(

@@ -28,14 +28,21 @@ pub struct EventStore {
     js: jetstream::Context,
     stream: stream::Stream,
     name: String,
+    replicas: usize,
 }
 
 impl EventStore {
-    /// Creates the stream `name` over `<domain>.events.>`, or updates it to that configuration.
+    /// Creates the stream `name` over `<domain>.events.>` with `replicas` replicas, or updates it
+    /// in place to that configuration (a change of replicas included; never deleted and recreated).
     ///
     /// # Errors
-    /// JetStream is not enabled or not reachable.
-    pub async fn open(js: jetstream::Context, domain: &str, name: &str) -> anyhow::Result<Self> {
+    /// JetStream is not enabled or not reachable, or has fewer servers than `replicas`.
+    pub async fn open(
+        js: jetstream::Context,
+        domain: &str,
+        name: &str,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
         let config = stream::Config {
             name: name.to_string(),
             subjects: vec![format!("{domain}.events.>")],
@@ -46,18 +53,48 @@ impl EventStore {
             description: Some(format!("Switchyard {domain} events")),
             ..Default::default()
         };
-        js.create_or_update_stream(config)
-            .await
-            .with_context(|| format!("creating stream {name}"))?;
-        let stream = js
-            .get_stream(name)
-            .await
-            .with_context(|| format!("opening stream {name}"))?;
+        let stream = crate::nats::ensure_stream(&js, config, replicas).await?;
         Ok(Self {
             js,
             stream,
             name: name.to_string(),
+            replicas,
         })
+    }
+
+    /// Opens the stream `name` as it is (creating it with one replica only when it is missing), for
+    /// a component that appends but does not own the stream's configuration.
+    ///
+    /// # Errors
+    /// JetStream is not reachable.
+    pub async fn open_existing(
+        js: jetstream::Context,
+        domain: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        match js.get_stream(name).await {
+            Ok(mut stream) => {
+                let replicas = stream
+                    .info()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?
+                    .config
+                    .num_replicas;
+                Ok(Self {
+                    js,
+                    stream,
+                    name: name.to_string(),
+                    replicas,
+                })
+            }
+            Err(_) => Self::open(js, domain, name, 1).await,
+        }
+    }
+
+    /// The stream's replicas (`SWITCHYARD_REPLICAS`), for what is created beside it.
+    #[must_use]
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The stream's name.
@@ -242,6 +279,47 @@ impl EventStore {
                 Err(AppendError::WrongLastSequence)
             }
             Err(e) => Err(AppendError::Unacknowledged(e.to_string())),
+        }
+    }
+
+    /// The stream sequence of the event on `subject` that was stored with `msg_id`, if there is one
+    /// (reads the subject's headers only). JetStream's own de-duplication cannot answer this: it
+    /// checks the expected last subject sequence first, so a command decided again on a state that
+    /// already holds its own event is refused before its msg id is looked at.
+    ///
+    /// # Errors
+    /// JetStream did not answer (then nobody knows yet).
+    pub async fn find_msg_id(&self, subject: &str, msg_id: &str) -> Result<Option<u64>, ()> {
+        let last = match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
+            }
+            Err(_) => return Err(()),
+        };
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.to_string(),
+                headers_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| ())?;
+        let mut messages = consumer.messages().await.map_err(|_| ())?;
+        loop {
+            let msg = match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                Ok(Some(Ok(msg))) => msg,
+                _ => return Err(()),
+            };
+            let seq = msg.info().map_err(|_| ())?.stream_sequence;
+            let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
+            if id.is_some_and(|v| v.as_str() == msg_id) {
+                return Ok(Some(seq));
+            }
+            if seq >= last {
+                return Ok(None);
+            }
         }
     }
 

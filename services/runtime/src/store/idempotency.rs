@@ -2,15 +2,15 @@
 
 use super::{DUPLICATE_WINDOW, IDEMPOTENCY_BUCKET};
 use crate::error::ServiceError;
-use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Remembered replies of commands sent with `Nats-Msg-Id`: a stream keeping the last message per
-/// subject `switchyard.idem.<key>` for [`DUPLICATE_WINDOW`] (a key-value bucket in all but name; built on
-/// a plain stream because async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+/// subject `switchyard.idem.<key>` for [`DUPLICATE_WINDOW`] (a key-value bucket in all but name). It
+/// was built on a plain stream for nats-server 2.9; on 2.11+ it stays one, since a bucket would be a
+/// new stream (`KV_...`) and deployments would lose the replies remembered across the upgrade.
 #[derive(Clone)]
 pub struct Idempotency {
     js: jetstream::Context,
@@ -22,23 +22,22 @@ impl Idempotency {
     ///
     /// # Errors
     /// JetStream not reachable.
-    pub async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
-        js.create_or_update_stream(stream::Config {
-            name: IDEMPOTENCY_BUCKET.into(),
-            subjects: vec!["switchyard.idem.>".into()],
-            max_messages_per_subject: 1,
-            max_age: DUPLICATE_WINDOW,
-            storage: stream::StorageType::File,
-            allow_direct: true,
-            description: Some("replies of commands sent with Nats-Msg-Id".into()),
-            ..Default::default()
-        })
-        .await
-        .context("creating the idempotency stream")?;
-        let stream = js
-            .get_stream(IDEMPOTENCY_BUCKET)
-            .await
-            .map_err(anyhow::Error::from)?;
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
+        let stream = crate::nats::ensure_stream(
+            js,
+            stream::Config {
+                name: IDEMPOTENCY_BUCKET.into(),
+                subjects: vec!["switchyard.idem.>".into()],
+                max_messages_per_subject: 1,
+                max_age: DUPLICATE_WINDOW,
+                storage: stream::StorageType::File,
+                allow_direct: true,
+                description: Some("replies of commands sent with Nats-Msg-Id".into()),
+                ..Default::default()
+            },
+            replicas,
+        )
+        .await?;
         Ok(Self {
             js: js.clone(),
             stream,

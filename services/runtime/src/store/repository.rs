@@ -150,13 +150,70 @@ impl<A: Aggregate> Repository<A> {
                 return r;
             }
         }
-        let result = self
+        let mut result = self
             .execute_inner(subject, msg_id, &decide, &reply, key.as_deref())
             .await;
+        // A command sent again after its first attempt was stored but not answered (the reply was
+        // lost, or the store acknowledged too late): deciding it again on the state that already
+        // holds its own event refuses it ("not in the cart", "already exists"). The first attempt's
+        // event is found by its msg id, and the first reply is given.
+        if let (Err(e), Some(m)) = (&result, msg_id) {
+            if !e.is_transient() {
+                match self.first_reply(subject, m, &reply).await {
+                    Ok(Some(first)) => result = Ok(first),
+                    Ok(None) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+        }
         if let Some(key) = &key {
             self.idem.record(key, &result).await;
         }
         result
+    }
+
+    /// The reply to the command whose event was stored on `subject` with `msg_id`, if there is one:
+    /// the state after that event, the event and its sequence.
+    ///
+    /// # Errors
+    /// `unavailable` when the store cannot tell (retry with the same msg id).
+    async fn first_reply<R, F>(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        reply: &F,
+    ) -> Result<Option<R>, ServiceError>
+    where
+        F: Fn(&A, &A::Event, u64) -> R,
+    {
+        let cannot_tell = || {
+            ServiceError::unavailable(
+                "the event store did not answer whether this command was stored already: retry with the same Nats-Msg-Id",
+            )
+        };
+        let Some(seq) = self
+            .store
+            .find_msg_id(subject, msg_id)
+            .await
+            .map_err(|()| cannot_tell())?
+        else {
+            return Ok(None);
+        };
+        let (events, _) = self.store.load::<A::Event>(subject).await?;
+        let mut state = A::default();
+        for e in &events {
+            state.apply(&e.event);
+            if e.seq == seq {
+                tracing::info!(
+                    subject,
+                    msg_id,
+                    seq,
+                    "a command sent again was stored already: answering as the first time"
+                );
+                return Ok(Some(reply(&state, &e.event, seq)));
+            }
+        }
+        Err(cannot_tell())
     }
 
     async fn execute_inner<R, D, F>(
