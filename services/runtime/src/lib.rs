@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod projector;
 pub mod service;
+pub mod sqltext;
 pub mod store;
 pub mod telemetry;
 
