@@ -8,6 +8,7 @@ use runtime::ServiceError;
 use schemas::engine as wire;
 use schemas::ErrorCode;
 use serde_json::{Map, Value};
+use runtime::sqltext::{esc, unesc, unesc_json, unesc_value};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -288,13 +289,15 @@ async fn lookup(
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT module_id FROM engine.places WHERE system_id = $1 AND name = $2 AND idx = $3",
     )
-    .bind(&q.system_id)
-    .bind(&place.name)
+    .bind(esc(&q.system_id).as_ref())
+    .bind(esc(&place.name).as_ref())
     .bind(i32::try_from(place.index).unwrap_or(i32::MAX))
     .fetch_optional(&e.ctx.pool)
     .await?;
     match row {
-        Some((module_id,)) => Ok(wire::LookupReply { module_id }),
+        Some((module_id,)) => Ok(wire::LookupReply {
+            module_id: unesc(module_id),
+        }),
         None => Err(not_in_system(e, &q.system_id, &place).await),
     }
 }
@@ -302,7 +305,7 @@ async fn lookup(
 async fn not_in_system(e: &Engine, system_id: &str, place: &Place) -> ServiceError {
     let exists: Result<Option<(i64,)>, _> =
         sqlx::query_as("SELECT seq FROM engine.systems WHERE system_id = $1")
-            .bind(system_id)
+            .bind(esc(system_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await;
     match exists {
@@ -325,16 +328,18 @@ async fn status(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Value>,)> =
         sqlx::query_as("SELECT value FROM engine.statuses WHERE module_id = $1 AND name = $2")
-            .bind(&q.module_id)
-            .bind(&q.name)
+            .bind(esc(&q.module_id).as_ref())
+            .bind(esc(&q.name).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     if let Some((Json(value),)) = row {
-        return Ok(wire::StatusReply { value });
+        return Ok(wire::StatusReply {
+            value: unesc_value(value),
+        });
     }
     let module: Option<(String,)> =
         sqlx::query_as("SELECT module_id FROM engine.modules WHERE module_id = $1")
-            .bind(&q.module_id)
+            .bind(esc(&q.module_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     Err(match module {
@@ -356,7 +361,7 @@ async fn module(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT driver_id, name FROM engine.modules WHERE module_id = $1")
-            .bind(&q.module_id)
+            .bind(esc(&q.module_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((driver_id, name)) = row else {
@@ -368,14 +373,17 @@ async fn module(
     let rows: Vec<(String, Json<Value>)> = sqlx::query_as(
         "SELECT name, value FROM engine.statuses WHERE module_id = $1 ORDER BY name",
     )
-    .bind(&q.module_id)
+    .bind(esc(&q.module_id).as_ref())
     .fetch_all(&e.ctx.pool)
     .await?;
-    let status: Map<String, Value> = rows.into_iter().map(|(n, Json(v))| (n, v)).collect();
+    let status: Map<String, Value> = rows
+        .into_iter()
+        .map(|(n, Json(v))| (unesc(n), unesc_value(v)))
+        .collect();
     Ok(wire::Module {
         module_id: q.module_id,
-        driver_id,
-        name,
+        driver_id: unesc(driver_id),
+        name: unesc(name),
         status,
     })
 }
@@ -390,7 +398,7 @@ async fn system(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Vec<String>>, i64)> =
         sqlx::query_as("SELECT modules, seq FROM engine.systems WHERE system_id = $1")
-            .bind(&q.system_id)
+            .bind(esc(&q.system_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((Json(modules), seq)) = row else {
@@ -401,16 +409,16 @@ async fn system(
     };
     let rows: Vec<(String, i32, String)> =
         sqlx::query_as("SELECT name, idx, module_id FROM engine.places WHERE system_id = $1")
-            .bind(&q.system_id)
+            .bind(esc(&q.system_id).as_ref())
             .fetch_all(&e.ctx.pool)
             .await?;
     let places = rows
         .into_iter()
-        .map(|(n, i, m)| (format!("{n}_{i}"), m))
+        .map(|(n, i, m)| (format!("{}_{i}", unesc(n)), unesc(m)))
         .collect();
     Ok(wire::System {
         system_id: q.system_id,
-        modules,
+        modules: runtime::sqltext::unesc_all(modules),
         places,
         seq: u64::try_from(seq).unwrap_or(0),
     })
@@ -424,9 +432,9 @@ async fn driver(
     let q: wire::DriverQuery = req.decode()?;
     domain::check_id("driver_id", &q.driver_id).map_err(domain_err)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(Json<wire::DriverMetadata>, i64)> =
+    let row: Option<(Json<Value>, i64)> =
         sqlx::query_as("SELECT metadata, seq FROM engine.drivers WHERE driver_id = $1")
-            .bind(&q.driver_id)
+            .bind(esc(&q.driver_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((Json(metadata), seq)) = row else {
@@ -435,6 +443,9 @@ async fn driver(
             q.driver_id
         )));
     };
+    let metadata: wire::DriverMetadata = unesc_json(metadata).map_err(|err| {
+        ServiceError::internal(format!("a stored driver's metadata does not decode: {err}"))
+    })?;
     Ok(wire::Driver {
         driver_id: q.driver_id,
         metadata,

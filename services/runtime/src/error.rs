@@ -49,9 +49,52 @@ impl ServiceError {
     }
 }
 
+/// Whether a PostgreSQL error means the database cannot be reached (or is shutting down, or out of
+/// resources for now): the same request can succeed later. Anything else is a bug.
+#[must_use]
+pub fn sql_is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ServiceError {
+    /// A lost connection is `unavailable` (retry); any other SQL error is `internal` (a bug: the
+    /// request will never succeed as it is, so a client must not be told to retry it).
     fn from(e: sqlx::Error) -> Self {
-        tracing::warn!(error = %e, "database error");
-        Self::unavailable(format!("the read model database is unavailable: {e}"))
+        if sql_is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            Self::unavailable(format!("the read model database is unavailable: {e}"))
+        } else {
+            let chain = anyhow::Error::from(e);
+            tracing::error!(error = format!("{chain:#}"), "database error");
+            Self::internal(format!("the read model query failed (a bug): {chain:#}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_unavailable_and_other_sql_errors_internal() {
+        let lost: ServiceError = sqlx::Error::PoolTimedOut.into();
+        assert_eq!(lost.code, schemas::ErrorCode::Unavailable);
+        let io: ServiceError = sqlx::Error::Io(std::io::Error::other("reset")).into();
+        assert_eq!(io.code, schemas::ErrorCode::Unavailable);
+        let bug: ServiceError = sqlx::Error::RowNotFound.into();
+        assert_eq!(bug.code, schemas::ErrorCode::Internal);
+        let decode: ServiceError = sqlx::Error::ColumnNotFound("x".into()).into();
+        assert_eq!(decode.code, schemas::ErrorCode::Internal);
     }
 }

@@ -61,6 +61,8 @@ struct HandleInner {
     start_seq: u64,
     lag: AtomicI64,
     parked: AtomicI64,
+    /// Why the last event was parked (for health).
+    last_parked: std::sync::Mutex<Option<String>>,
 }
 
 impl ProjectionHandle {
@@ -82,10 +84,16 @@ impl ProjectionHandle {
         self.inner.lag.load(Ordering::Relaxed)
     }
 
-    /// Events parked in the dead-letter table by this process.
+    /// Events parked in the dead-letter table (those of earlier runs counted at start).
     #[must_use]
     pub fn parked(&self) -> i64 {
         self.inner.parked.load(Ordering::Relaxed)
+    }
+
+    /// Why the last event was parked: its sequence and the cause.
+    #[must_use]
+    pub fn last_parked(&self) -> Option<String> {
+        self.inner.last_parked.lock().ok().and_then(|g| g.clone())
     }
 
     /// Whether the projection has reached the stream as it stood when it started.
@@ -269,8 +277,23 @@ pub async fn spawn<P: Projection>(
             start_seq,
             lag: AtomicI64::new(start_seq as i64),
             parked: AtomicI64::new(0),
+            last_parked: std::sync::Mutex::new(None),
         }),
     };
+    // Events parked by an earlier run still make the read model diverge: health says so.
+    let (parked, last): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), (SELECT 'seq ' || seq || ': ' || reason FROM runtime.dead_letters WHERE projection = $1 ORDER BY seq DESC LIMIT 1) FROM runtime.dead_letters WHERE projection = $1",
+    )
+    .bind(P::NAME)
+    .fetch_one(&pool)
+    .await?;
+    handle.inner.parked.store(parked, Ordering::Relaxed);
+    if let Ok(mut g) = handle.inner.last_parked.lock() {
+        *g = last;
+    }
+    if parked > 0 {
+        tracing::error!(projection = P::NAME, parked, "the read model has parked events: it does not match the stream (see runtime.dead_letters, then `switchyard projections rebuild`)");
+    }
     let cp = handle.db_checkpoint().await?;
     handle.inner.checkpoint.send_replace(cp);
     handle
@@ -659,7 +682,7 @@ impl<P: Projection> Runner<P> {
             }
         }
         for (seq, m, reason) in &poison {
-            tracing::error!(projection = P::NAME, seq, reason = %reason, "parking an event that cannot be projected");
+            tracing::error!(projection = P::NAME, seq, subject = %m.subject, reason = %reason, "parking an event that cannot be projected: the read model no longer matches the stream");
             sqlx::query("INSERT INTO runtime.dead_letters (projection, seq, subject, payload, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
                 .bind(P::NAME)
                 .bind(*seq as i64)
@@ -700,6 +723,11 @@ impl<P: Projection> Runner<P> {
             .inner
             .parked
             .fetch_add(poison.len() as i64, Ordering::Relaxed);
+        if let Some((seq, _, reason)) = poison.last() {
+            if let Ok(mut g) = self.handle.inner.last_parked.lock() {
+                *g = Some(format!("seq {seq}: {reason}"));
+            }
+        }
         self.handle.inner.checkpoint.send_if_modified(|c| {
             if new_cp > *c {
                 *c = new_cp;
