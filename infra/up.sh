@@ -52,6 +52,12 @@ else
   [ -n "${NATS_URL:-}" ] && say "NATS_URL=$NATS_URL is not reachable; starting a local one"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
   mkdir -p "$VAR/nats/js"
+  # Accounts, users and permissions (infra/auth.sh); SWITCHYARD_NATS_AUTH=off runs without them.
+  AUTH_INCLUDE=""
+  if [ "${SWITCHYARD_NATS_AUTH:-on}" != off ]; then
+    bash "$ROOT/infra/auth.sh" "$VAR/nats"
+    AUTH_INCLUDE="include auth.conf"
+  fi
   if ! reachable 127.0.0.1 "$NATS_PORT"; then
     cat > "$VAR/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
@@ -64,6 +70,7 @@ jetstream {
   max_memory_store: 1GB
   max_file_store: 64GB
 }
+$AUTH_INCLUDE
 CONF
     say "starting nats-server (JetStream) on 127.0.0.1:$NATS_PORT, store $VAR/nats"
     nohup "$NATS_BIN" -c "$VAR/nats/nats.conf" -P "$VAR/nats/nats.pid" -l "$VAR/nats/nats.log" >/dev/null 2>&1 &
@@ -120,5 +127,9 @@ export NATS_URL="$NATS_URL"
 export DATABASE_URL="$DATABASE_URL"
 export PATH="\$HOME/.cargo/bin:\$PATH"
 ENV
+# The services' NATS credentials (user `switchyard`), when the local server runs with accounts.
+if [ -f "$VAR/nats/creds/switchyard.env" ] && [ -n "${AUTH_INCLUDE:-}" ]; then
+  printf 'set -a; . "%s"; set +a\n' "$VAR/nats/creds/switchyard.env" >> "$VAR/env"
+fi
 say "NATS_URL=$NATS_URL"
 say "DATABASE_URL=$DATABASE_URL"
