@@ -150,7 +150,7 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
         .request("engine.query.driver", &json!({"driver_id": "display"}))
         .await?;
     let cluster = connect(port, &dir, "cluster").await?;
-    cluster
+    let started = cluster
         .request(
             "cluster.cmd.start-manager",
             &json!({"manager_id": "m1", "ip": "10.0.0.1", "port": 1}),
@@ -172,7 +172,10 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
         assert!(!m.payload.is_empty());
     }
     dashboard
-        .request("cluster.query.tree", &json!({"manager_id": "m1"}))
+        .request(
+            "cluster.query.tree",
+            &json!({"manager_id": "m1", "min_seq": started["seq"]}),
+        )
         .await?;
     dashboard.request("sys.query.health", &json!({})).await?;
     // The services' own delta for m1 reaches the dashboard (so the silence below means something).

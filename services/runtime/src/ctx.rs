@@ -84,11 +84,56 @@ pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::C
                 other => tracing::info!(event = %other, "NATS connection event"),
             }
         });
-    credentials_from_env(options)
-        .await?
+    let (url, userinfo) = split_userinfo(url);
+    let options = match userinfo {
+        Some((user, password)) => options.user_and_password(user, password),
+        None => credentials_from_env(options).await?,
+    };
+    let shown = url.clone();
+    options
         .connect(url)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .with_context(|| format!("connecting to NATS at {shown}"))
+}
+
+/// `nats://user:password@host:port` (also in a comma-separated list): the URLs without the user
+/// part, and the user and password (which win over the environment's credentials).
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let mut found = None;
+    let urls: Vec<String> = url
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            let Some((scheme, rest)) = u.split_once("://") else {
+                return u.to_string();
+            };
+            match rest.rsplit_once('@') {
+                Some((info, host)) => {
+                    if let Some((user, pass)) = info.split_once(':') {
+                        found.get_or_insert((user.to_string(), pass.to_string()));
+                    }
+                    format!("{scheme}://{host}")
+                }
+                None => u.to_string(),
+            }
+        })
+        .collect();
+    (urls.join(","), found)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_and_password_leave_the_url() {
+        assert_eq!(
+            super::split_userinfo("nats://u:p@h:1,nats://h:2"),
+            (
+                "nats://h:1,nats://h:2".to_string(),
+                Some(("u".to_string(), "p".to_string()))
+            )
+        );
+        assert_eq!(super::split_userinfo("nats://h:1"), ("nats://h:1".into(), None));
+    }
 }
 
 impl Ctx {
