@@ -52,7 +52,8 @@ pub async fn credentials_from_env(
 }
 
 /// Connects to NATS with the options every process uses (credentials from the environment, retry
-/// on initial connect, reconnect for ever). A subscription whose messages pile up beyond its
+/// on initial connect, reconnect for ever). `url` is one server or a comma-separated list
+/// (`NATS_URL`). A subscription whose messages pile up beyond its
 /// capacity (`SWITCHYARD_NATS_SUBSCRIPTION_CAPACITY`, default 65,536 messages) is a *slow
 /// consumer*: the client drops what does not fit and this logs it at warn with the subscription,
 /// so a flood costs bounded memory and is visible; the server cuts off a connection whose
@@ -89,11 +90,11 @@ pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::C
         Some((user, password)) => options.user_and_password(user, password),
         None => credentials_from_env(options).await?,
     };
-    let shown = url.clone();
+    let addrs = crate::nats::server_addrs(&url)?;
     options
-        .connect(url)
+        .connect(addrs)
         .await
-        .with_context(|| format!("connecting to NATS at {shown}"))
+        .with_context(|| format!("connecting to NATS at {url}"))
 }
 
 /// `nats://user:password@host:port` (also in a comma-separated list): the URLs without the user
@@ -148,10 +149,15 @@ impl Ctx {
         )
         .await
         .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 30 s", config.nats_url))??;
+        let info =
+            crate::nats::wait_server_info(&client, &config.nats_url, Duration::from_secs(30))
+                .await?;
+        crate::nats::check_server_version(&config.nats_url, &info.version)?;
+        tracing::info!(server = %info.server_name, version = %info.version, "connected to NATS");
         let js = jetstream::new(client.clone());
         let pool = crate::db::connect(&config.database_url, Duration::from_secs(30)).await?;
         crate::db::migrate_runtime(&pool).await?;
-        let idem = Idempotency::open(&js).await?;
+        let idem = Idempotency::open(&js, config.replicas).await?;
         Ok(Self {
             config,
             client,
@@ -167,7 +173,7 @@ impl Ctx {
     /// # Errors
     /// JetStream unreachable.
     pub async fn event_store(&self, domain: &str, stream: &str) -> anyhow::Result<EventStore> {
-        EventStore::open(self.js.clone(), domain, stream).await
+        EventStore::open(self.js.clone(), domain, stream, self.config.replicas).await
     }
 
     /// A repository of aggregates of type `A` over `store`.
