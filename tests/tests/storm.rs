@@ -349,3 +349,59 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
     assert_eq!(files_after, files_before, "no file appeared outside the dfs data directory");
     Ok(())
 }
+
+/// A flood beyond a service's in-flight bound is answered `unavailable` ("busy") at once, while
+/// the requests within the bound are still running (here: queries waiting for a `min_seq` that never
+/// comes, 5 s each), instead of queueing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_bound_are_answered_unavailable_at_once() -> anyhow::Result<()>
+{
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let total = runtime::service::MAX_IN_FLIGHT + 600;
+    let body = Bytes::from(serde_json::to_vec(&json!({"min_seq": 1_000_000_000_000u64}))?);
+    let started = tokio::time::Instant::now();
+    let replies: Vec<(Duration, Reply)> = futures::stream::iter((0..total).map(|_| {
+        let c = c.clone();
+        let body = body.clone();
+        async move {
+            let r = c.request_raw("shop.query.dht-stats", None, body).await.unwrap();
+            (started.elapsed(), r)
+        }
+    }))
+    .buffer_unordered(total)
+    .collect()
+    .await;
+    let busy: Vec<&(Duration, Reply)> = replies
+        .iter()
+        .filter(|(_, r)| {
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("busy"))
+        })
+        .collect();
+    let waited: Vec<&(Duration, Reply)> = replies
+        .iter()
+        .filter(|(_, r)| !busy.iter().any(|b| std::ptr::eq(*b, r)))
+        .collect();
+    assert!(
+        busy.len() >= total - runtime::service::MAX_IN_FLIGHT,
+        "{} of {total} answered busy",
+        busy.len()
+    );
+    for (_, r) in &busy {
+        r.assert_error("unavailable", 503);
+    }
+    for (_, r) in &waited {
+        r.assert_error("unavailable", 503);
+    }
+    // Every busy reply came before the first request within the bound had finished its wait.
+    let first_waited = waited.iter().map(|(t, _)| *t).min().unwrap();
+    let last_busy = busy.iter().map(|(t, _)| *t).max().unwrap();
+    assert!(
+        last_busy < first_waited,
+        "busy replies ({last_busy:?}) must not wait behind the running ones ({first_waited:?})"
+    );
+    Ok(())
+}

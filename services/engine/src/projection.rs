@@ -24,6 +24,26 @@ impl Projection for ReadModel {
         for e in events {
             let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
             match &e.event {
+                Event::ExecAudited(a) => {
+                    sqlx::query(
+                        "INSERT INTO engine.audit (seq, system_id, module, module_id, who, roles, method, args, outcome, message, duration_ms, at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (seq) DO NOTHING",
+                    )
+                    .bind(seq)
+                    .bind(esc(&a.system_id).as_ref())
+                    .bind(esc(&a.module).as_ref())
+                    .bind(a.module_id.as_deref().map(esc))
+                    .bind(a.who.as_deref().map(esc))
+                    .bind(Json(esc_all(&a.roles)))
+                    .bind(esc(&a.method).as_ref())
+                    .bind(Json(esc_value(&serde_json::Value::Object(a.args.clone()))))
+                    .bind(esc(&a.outcome).as_ref())
+                    .bind(a.message.as_deref().map(esc))
+                    .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                    .bind(a.at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 Event::DriverRegistered {
                     driver_id,
                     metadata,
@@ -117,7 +137,7 @@ impl Projection for ReadModel {
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE engine.drivers, engine.modules, engine.statuses, engine.systems, engine.places")
+        sqlx::query("TRUNCATE engine.drivers, engine.modules, engine.statuses, engine.systems, engine.places, engine.audit")
             .execute(&mut *tx)
             .await?;
         Ok(())
