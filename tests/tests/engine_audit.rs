@@ -59,8 +59,9 @@ async fn every_exec_allowed_or_refused_is_audited_and_queryable_per_module() -> 
         .assert_error("invalid_request", 400);
     let off = json!({"system_id": "hall", "module": "Display_1", "method": "power", "args": {"state": false}});
     exec(&c, Some(&jane), &off).await.ok();
-    // Let the read model catch up: every audit event comes after the set-system.
-    let min_seq = set["seq"].as_u64().unwrap() + 5;
+    // Each reply is sent after its audit event is appended: the stream holds all five now.
+    let min_seq = c.stream_len("ENGINE").await?;
+    assert!(min_seq >= set["seq"].as_u64().unwrap() + 5);
     let calc = c
         .request(
             "engine.query.audit",
