@@ -373,18 +373,13 @@ async fn requests_beyond_the_in_flight_bound_are_answered_unavailable_at_once() 
     .buffer_unordered(total)
     .collect()
     .await;
-    let busy: Vec<&(Duration, Reply)> = replies
-        .iter()
-        .filter(|(_, r)| {
-            r.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("busy"))
-        })
-        .collect();
-    let waited: Vec<&(Duration, Reply)> = replies
-        .iter()
-        .filter(|(_, r)| !busy.iter().any(|b| std::ptr::eq(*b, r)))
-        .collect();
+    let is_busy = |r: &Reply| {
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("busy"))
+    };
+    let (busy, waited): (Vec<&(Duration, Reply)>, Vec<&(Duration, Reply)>) =
+        replies.iter().partition(|(_, r)| is_busy(r));
     assert!(
         busy.len() >= total - runtime::service::MAX_IN_FLIGHT,
         "{} of {total} answered busy",
