@@ -16,7 +16,6 @@
 //! processes share the coordinator's work (queue group); one of them at a time, holding the lease
 //! on `dfs.lease.repair`, re-replicates and collects garbage.
 
-pub mod bench;
 pub mod chunk_server;
 pub mod client;
 pub mod coordinator;

@@ -18,7 +18,6 @@
 //! the KV bucket `ENGINE_INSTANCES`, and status events on `engine.events.status.<module_id>`.
 
 pub mod auth;
-pub mod bench;
 pub mod domain;
 pub mod drivers;
 pub mod handlers;
