@@ -142,9 +142,7 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     )
     .await?;
     let dispatch = connect(port, &dir, "dispatch").await?;
-    dispatch
-        .request("dispatch.query.carts", &json!({}))
-        .await?;
+    dispatch.request("dispatch.query.carts", &json!({})).await?;
     let engine = connect(port, &dir, "engine").await?;
     engine
         .request("engine.query.driver", &json!({"driver_id": "display"}))
@@ -167,7 +165,10 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     if let Some(addr) = servers["chunk_servers"][0]["chnk_srv_addr"].as_str() {
         let m = dfs
             .nats
-            .request(addr.to_string(), br#"{"request_type": "LIST_CHUNKS"}"#.to_vec().into())
+            .request(
+                addr.to_string(),
+                br#"{"request_type": "LIST_CHUNKS"}"#.to_vec().into(),
+            )
             .await?;
         assert!(!m.payload.is_empty());
     }

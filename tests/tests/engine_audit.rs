@@ -18,9 +18,13 @@ async fn exec(c: &Client, token: Option<&str>, body: &Value) -> e2e::Reply {
     if let Some(t) = token {
         h.insert("Authorization", format!("Bearer {t}").as_str());
     }
-    c.request_raw("engine.exec", Some(h), Bytes::from(serde_json::to_vec(body).unwrap()))
-        .await
-        .unwrap()
+    c.request_raw(
+        "engine.exec",
+        Some(h),
+        Bytes::from(serde_json::to_vec(body).unwrap()),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +32,10 @@ async fn every_exec_allowed_or_refused_is_audited_and_queryable_per_module() -> 
     let env = TestEnv::new().await?;
     let _svc = env.services(&["engine"]).await?;
     let c = env.client().await?;
-    for (id, driver, name) in [("hall/calc", "calculator", "Calculator"), ("hall/disp", "display", "Display")] {
+    for (id, driver, name) in [
+        ("hall/calc", "calculator", "Calculator"),
+        ("hall/disp", "display", "Display"),
+    ] {
         c.request(
             "engine.cmd.add-module",
             &json!({"module_id": id, "driver_id": driver, "name": name}),
@@ -43,11 +50,11 @@ async fn every_exec_allowed_or_refused_is_audited_and_queryable_per_module() -> 
         )
         .await?
         .ok();
-    let call = |method: &str, args: Value| {
-        json!({"system_id": "hall", "module": "Calculator_1", "method": method, "args": args})
-    };
+    let call = |method: &str, args: Value| json!({"system_id": "hall", "module": "Calculator_1", "method": method, "args": args});
     let jane = token("jane", &["support"]);
-    exec(&c, None, &call("add", json!({"a": 2, "b": 3}))).await.ok();
+    exec(&c, None, &call("add", json!({"a": 2, "b": 3})))
+        .await
+        .ok();
     exec(&c, None, &call("perform_task", json!({})))
         .await
         .assert_error("unauthorized", 401);
@@ -70,12 +77,21 @@ async fn every_exec_allowed_or_refused_is_audited_and_queryable_per_module() -> 
         .await?
         .ok();
     let entries = calc["entries"].as_array().unwrap();
-    let outcomes: Vec<&str> = entries.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["invalid_request", "forbidden", "unauthorized", "ok"], "newest first");
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["invalid_request", "forbidden", "unauthorized", "ok"],
+        "newest first"
+    );
     assert_eq!(entries[0]["who"], "jane");
     assert_eq!(entries[0]["roles"], json!(["support"]));
     assert_eq!(entries[0]["args"], json!({"a": "x", "b": 1}));
-    assert!(entries[0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(entries[0]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert_eq!(entries[2]["who"], Value::Null);
     assert_eq!(entries[3]["method"], "add");
     assert_eq!(entries[3]["system_id"], "hall");
@@ -90,16 +106,30 @@ async fn every_exec_allowed_or_refused_is_audited_and_queryable_per_module() -> 
         .await?
         .ok();
     let d = &display["entries"].as_array().unwrap()[0];
-    assert_eq!((d["who"].as_str(), d["method"].as_str(), d["outcome"].as_str()), (Some("jane"), Some("power"), Some("ok")));
+    assert_eq!(
+        (
+            d["who"].as_str(),
+            d["method"].as_str(),
+            d["outcome"].as_str()
+        ),
+        (Some("jane"), Some("power"), Some("ok"))
+    );
     assert_eq!(d["args"], json!({"state": false}));
     assert_eq!(d["module_id"], "hall/disp");
     let all = c
         .request("engine.query.audit", &json!({"system_id": "hall"}))
         .await?
         .ok();
-    assert_eq!(all["entries"].as_array().unwrap().len(), 5, "one entry per call");
+    assert_eq!(
+        all["entries"].as_array().unwrap().len(),
+        5,
+        "one entry per call"
+    );
     let some = c
-        .request("engine.query.audit", &json!({"system_id": "hall", "limit": 3}))
+        .request(
+            "engine.query.audit",
+            &json!({"system_id": "hall", "limit": 3}),
+        )
         .await?
         .ok();
     assert_eq!(some["entries"].as_array().unwrap().len(), 3);

@@ -46,7 +46,11 @@ fn ids(seed: u64, count: usize) -> Vec<String> {
 
 /// Health is `ok`: no projection parked anything.
 async fn assert_healthy(c: &Client) {
-    let h = c.request("sys.query.health", &json!({})).await.unwrap().ok();
+    let h = c
+        .request("sys.query.health", &json!({}))
+        .await
+        .unwrap()
+        .ok();
     assert_eq!(h["ok"], true, "health: {h}");
     assert_eq!(h["status"], "ok", "health: {h}");
     for (name, s) in h["services"].as_object().unwrap() {

@@ -112,9 +112,20 @@ fn corpus(rng: &mut impl Rng, subject: &str, big: bool) -> Vec<Bad> {
         out.push(json_body(&json!({ field: "nul\0id", "zzz_unknown": true })));
     }
     if request_type {
-        for rt in ["UPLOAD_CHUNK", "DOWNLOAD_CHUNK", "COMMIT_FILE", "GET_FILE", "NOPE", ""] {
-            out.push(json_body(&json!({"request_type": rt, "chunk_id": "../../etc/passwd"})));
-            out.push(json_body(&json!({"request_type": rt, "chunk_id": "a/b", "chunk_size": 3, "file_id": "\0"})));
+        for rt in [
+            "UPLOAD_CHUNK",
+            "DOWNLOAD_CHUNK",
+            "COMMIT_FILE",
+            "GET_FILE",
+            "NOPE",
+            "",
+        ] {
+            out.push(json_body(
+                &json!({"request_type": rt, "chunk_id": "../../etc/passwd"}),
+            ));
+            out.push(json_body(
+                &json!({"request_type": rt, "chunk_id": "a/b", "chunk_size": 3, "file_id": "\0"}),
+            ));
             out.push(Bad {
                 body: format!("{{\"request_type\": \"{rt}\", \"chunk_id\": \"..\", \"chunk_size\": 99}}\n\nabc").into_bytes(),
                 postcard: false,
@@ -190,16 +201,25 @@ fn check(subject: &str, kind: Kind, bad: &Bad, r: &Reply) -> String {
         let head = r.raw.split(|b| *b == b'\n').next().unwrap_or_default();
         let v: Value = serde_json::from_slice(head).unwrap_or(Value::Null);
         if v["status"] == "error" {
-            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", what());
+            assert!(
+                v["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{}",
+                what()
+            );
             return "chunk_error".into();
         }
     }
     match r.code() {
         Some(code) => {
             assert_ne!(code, "internal", "{}", what());
-            let status = status_of(code).unwrap_or_else(|| panic!("not a contract code: {}", what()));
+            let status =
+                status_of(code).unwrap_or_else(|| panic!("not a contract code: {}", what()));
             assert_eq!(r.status, Some(status), "status header: {}", what());
-            assert!(r.error_header.as_deref().is_some_and(|m| !m.is_empty()), "{}", what());
+            assert!(
+                r.error_header.as_deref().is_some_and(|m| !m.is_empty()),
+                "{}",
+                what()
+            );
             code.to_string()
         }
         None if bad.postcard && r.status.is_some() => {
@@ -209,7 +229,11 @@ fn check(subject: &str, kind: Kind, bad: &Bad, r: &Reply) -> String {
             format!("postcard_{s}")
         }
         None => {
-            assert!(kind == Kind::Query, "a malformed command succeeded: {}", what());
+            assert!(
+                kind == Kind::Query,
+                "a malformed command succeeded: {}",
+                what()
+            );
             assert!(r.status.is_none(), "{}", what());
             "ok".into()
         }
@@ -278,7 +302,10 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
     let _svc = e2e::Services::start(config, &[]).await?;
     let c = env.client().await?;
     let servers = c
-        .request("dfs.coordinator", &json!({"request_type": "GET_CHUNK_SERVERS"}))
+        .request(
+            "dfs.coordinator",
+            &json!({"request_type": "GET_CHUNK_SERVERS"}),
+        )
         .await?
         .ok();
     let server = servers["chunk_servers"][0]["chnk_srv_id"]
@@ -304,7 +331,10 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
         }
     }
     assert!(subjects.len() >= 40, "subjects: {}", subjects.len());
-    assert!(subjects.iter().all(|(s, _)| !s.contains('{')), "{subjects:?}");
+    assert!(
+        subjects.iter().all(|(s, _)| !s.contains('{')),
+        "{subjects:?}"
+    );
 
     let files_before = files_under(root.path(), &dfs_dir);
     let seqs_before = last_seqs(&c).await;
@@ -325,7 +355,10 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
     let sent_serially = all.len();
 
     // 2,000 of them (no 2 MB bodies) at 200 in flight.
-    let small: Vec<_> = all.iter().filter(|(_, _, b)| b.body.len() < 1_000_000).collect();
+    let small: Vec<_> = all
+        .iter()
+        .filter(|(_, _, b)| b.body.len() < 1_000_000)
+        .collect();
     let picks: Vec<_> = (0..2000)
         .map(|_| small[rng.random_range(0..small.len())])
         .collect();
@@ -341,12 +374,22 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
         let code = check(s, k, b, &r);
         *codes.entry(format!("burst_{code}")).or_default() += 1;
     }
-    eprintln!("storm: {sent_serially} serial + 2000 concurrent over {} subjects: {codes:?}", subjects.len());
+    eprintln!(
+        "storm: {sent_serially} serial + 2000 concurrent over {} subjects: {codes:?}",
+        subjects.len()
+    );
 
     assert_eq!(last_seqs(&c).await, seqs_before, "no stream moved");
-    assert_eq!(ping(&c).await, services_before, "every service still answers $SRV.PING");
+    assert_eq!(
+        ping(&c).await,
+        services_before,
+        "every service still answers $SRV.PING"
+    );
     let files_after = files_under(root.path(), &dfs_dir);
-    assert_eq!(files_after, files_before, "no file appeared outside the dfs data directory");
+    assert_eq!(
+        files_after, files_before,
+        "no file appeared outside the dfs data directory"
+    );
     Ok(())
 }
 
@@ -360,13 +403,18 @@ async fn requests_beyond_the_in_flight_bound_are_answered_unavailable_at_once() 
     let _svc = env.services(&["shop"]).await?;
     let c = env.client().await?;
     let total = runtime::service::MAX_IN_FLIGHT + 600;
-    let body = Bytes::from(serde_json::to_vec(&json!({"min_seq": 1_000_000_000_000u64}))?);
+    let body = Bytes::from(serde_json::to_vec(
+        &json!({"min_seq": 1_000_000_000_000u64}),
+    )?);
     let started = tokio::time::Instant::now();
     let replies: Vec<(Duration, Reply)> = futures::stream::iter((0..total).map(|_| {
         let c = c.clone();
         let body = body.clone();
         async move {
-            let r = c.request_raw("shop.query.dht-stats", None, body).await.unwrap();
+            let r = c
+                .request_raw("shop.query.dht-stats", None, body)
+                .await
+                .unwrap();
             (started.elapsed(), r)
         }
     }))
@@ -378,8 +426,8 @@ async fn requests_beyond_the_in_flight_bound_are_answered_unavailable_at_once() 
             .as_str()
             .is_some_and(|m| m.contains("busy"))
     };
-    let (busy, waited): (Vec<&(Duration, Reply)>, Vec<&(Duration, Reply)>) =
-        replies.iter().partition(|(_, r)| is_busy(r));
+    type Timed<'a> = Vec<&'a (Duration, Reply)>;
+    let (busy, waited): (Timed, Timed) = replies.iter().partition(|(_, r)| is_busy(r));
     assert!(
         busy.len() >= total - runtime::service::MAX_IN_FLIGHT,
         "{} of {total} answered busy",

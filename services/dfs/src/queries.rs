@@ -2,8 +2,8 @@
 
 use crate::domain::ChunkStatus;
 use chrono::{DateTime, Utc};
-use schemas::dfs::{ChunkServerAddr, FileChunk, FileInfo, FileSummary};
 use runtime::sqltext::{esc, esc_all, unesc};
+use schemas::dfs::{ChunkServerAddr, FileChunk, FileInfo, FileSummary};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 

@@ -4,11 +4,11 @@ use crate::domain::{self, Caller, Event, Metadata, Place};
 use crate::instance::{Engine, OwnerError, NOT_OWNER_HEADER};
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
+use runtime::sqltext::{esc, unesc, unesc_json, unesc_value};
 use runtime::ServiceError;
 use schemas::engine as wire;
 use schemas::ErrorCode;
 use serde_json::{Map, Value};
-use runtime::sqltext::{esc, unesc, unesc_json, unesc_value};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -459,7 +459,9 @@ async fn audit_query(
         (Some(m), None) => {
             domain::check_id("module_id", m).map_err(domain_err)?;
             if q.module.is_some() {
-                return Err(ServiceError::invalid("`module` (a place) needs `system_id`"));
+                return Err(ServiceError::invalid(
+                    "`module` (a place) needs `system_id`",
+                ));
             }
             rm.wait_for(q.min_seq, wait(e)).await?;
             sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
@@ -485,17 +487,28 @@ async fn audit_query(
                 .bind(limit),
             }
         }
-        _ => {
-            return Err(ServiceError::invalid(
-                "give `module_id`, or `system_id` (and optionally `module`, a place such as Display_1)",
-            ))
-        }
+        _ => return Err(ServiceError::invalid(
+            "give `module_id`, or `system_id` (and optionally `module`, a place such as Display_1)",
+        )),
     };
     let rows = query.fetch_all(&e.ctx.pool).await?;
     let entries = rows
         .into_iter()
         .map(
-            |(seq, system_id, module, module_id, who, Json(roles), method, Json(args), outcome, message, duration_ms, at)| {
+            |(
+                seq,
+                system_id,
+                module,
+                module_id,
+                who,
+                Json(roles),
+                method,
+                Json(args),
+                outcome,
+                message,
+                duration_ms,
+                at,
+            )| {
                 wire::AuditRecord {
                     seq: u64::try_from(seq).unwrap_or(0),
                     entry: wire::AuditEntry {
@@ -647,7 +660,10 @@ pub async fn exec(e: &Arc<Engine>, req: Request) -> Result<wire::ExecReply, Serv
 async fn audit(e: &Engine, entry: wire::AuditEntry) {
     if schemas::check_id("system_id", &entry.system_id).is_err() {
         // No subject can name it; the reply already says the id is invalid.
-        tracing::warn!(system_id_len = entry.system_id.len(), "exec with an invalid system_id; not audited");
+        tracing::warn!(
+            system_id_len = entry.system_id.len(),
+            "exec with an invalid system_id; not audited"
+        );
         return;
     }
     let subject = domain::audit_subject(&entry.system_id);

@@ -122,21 +122,6 @@ fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
     (urls.join(","), found)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn user_and_password_leave_the_url() {
-        assert_eq!(
-            super::split_userinfo("nats://u:p@h:1,nats://h:2"),
-            (
-                "nats://h:1,nats://h:2".to_string(),
-                Some(("u".to_string(), "p".to_string()))
-            )
-        );
-        assert_eq!(super::split_userinfo("nats://h:1"), ("nats://h:1".into(), None));
-    }
-}
-
 impl Ctx {
     /// Connects to NATS and PostgreSQL and applies the runtime's migrations.
     ///
@@ -180,5 +165,23 @@ impl Ctx {
     #[must_use]
     pub fn repository<A: Aggregate>(&self, store: &EventStore, domain: &str) -> Repository<A> {
         Repository::new(store.clone(), self.idem.clone(), domain, 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_and_password_leave_the_url() {
+        assert_eq!(
+            super::split_userinfo("nats://u:p@h:1,nats://h:2"),
+            (
+                "nats://h:1,nats://h:2".to_string(),
+                Some(("u".to_string(), "p".to_string()))
+            )
+        );
+        assert_eq!(
+            super::split_userinfo("nats://h:1"),
+            ("nats://h:1".into(), None)
+        );
     }
 }
