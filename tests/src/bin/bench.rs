@@ -8,13 +8,23 @@
 
 use anyhow::Context as _;
 
-#[path = "../scaleout_bench.rs"]
-mod scaleout_bench;
 
 /// mimalloc: the command path allocates many small short-lived buffers (messages, JSON), which
 /// glibc's allocator served at about 6 % of the CPU under load (`BENCHMARKS.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The contexts' sections (moved out of the production crates).
+#[path = "bench/cluster.rs"]
+mod cluster;
+#[path = "bench/dfs.rs"]
+mod dfs;
+#[path = "bench/dispatch.rs"]
+mod dispatch;
+#[path = "bench/engine.rs"]
+mod engine;
+#[path = "bench/scaleout.rs"]
+mod scaleout;
+
 use e2e::{Client, NatsServer, Services, TestDb};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
@@ -703,10 +713,10 @@ async fn run() -> anyhow::Result<()> {
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
         let section = match name {
-            "dispatch" => dispatch::bench::bench(&nats.url(), &db.url).await,
-            "engine" => engine::bench::bench(&nats.url(), &db.url).await,
-            "cluster" => cluster::bench::bench(&nats.url(), &db.url).await,
-            _ => dfs::bench::bench(&nats.url(), &db.url).await,
+            "dispatch" => dispatch::bench(&nats.url(), &db.url).await,
+            "engine" => engine::bench(&nats.url(), &db.url).await,
+            "cluster" => cluster::bench(&nats.url(), &db.url).await,
+            _ => dfs::bench(&nats.url(), &db.url).await,
         };
         match section {
             Ok(text) => writeln!(out, "{text}\n")?,
@@ -715,7 +725,7 @@ async fn run() -> anyhow::Result<()> {
     }
     if wanted("scaleout") {
         eprintln!("bench: scaleout ...");
-        match scaleout_bench::section().await {
+        match scaleout::section().await {
             Ok(text) => writeln!(out, "{text}\n")?,
             Err(e) => writeln!(out, "## scaleout\n\nthe scaleout benchmark failed: {e:#}\n")?,
         }
