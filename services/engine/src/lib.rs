@@ -94,6 +94,7 @@ pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let store = ctx.event_store("engine", "ENGINE").await?;
+    runtime::db::migrate(&ctx.pool, "engine", sqlx::migrate!("./migrations")).await?;
     runtime::projector::rebuild(&store, &ctx.pool, &projection::ReadModel).await?;
     Ok(true)
 }

@@ -49,35 +49,35 @@ impl ServiceError {
     }
 }
 
-/// Whether a PostgreSQL error means the database cannot be reached (or is shutting down, or out of
-/// resources for now): the same request can succeed later. Anything else is a bug.
+/// Whether `e` means PostgreSQL could not be reached or went away (the same query can succeed
+/// later), as opposed to a query PostgreSQL refused (a bug, or data it rejects).
 #[must_use]
-pub fn sql_is_unavailable(e: &sqlx::Error) -> bool {
+pub fn is_lost_connection(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
-        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // 08: connection exception; 57P: operator intervention (shutdown, crash); 53: out of
+            // resources (too many connections).
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }
         _ => false,
     }
 }
 
+/// A lost connection is `unavailable` (retry later); any other SQL error is `internal` (a bug: the
+/// query or the schema is wrong). The conversion does not log: whoever handles the error does, with
+/// its cause chain.
 impl From<sqlx::Error> for ServiceError {
-    /// A lost connection is `unavailable` (retry); any other SQL error is `internal` (a bug: the
-    /// request will never succeed as it is, so a client must not be told to retry it).
     fn from(e: sqlx::Error) -> Self {
-        if sql_is_unavailable(&e) {
-            tracing::warn!(error = %e, "database unavailable");
+        if is_lost_connection(&e) {
             Self::unavailable(format!("the read model database is unavailable: {e}"))
         } else {
-            let chain = anyhow::Error::from(e);
-            tracing::error!(error = format!("{chain:#}"), "database error");
-            Self::internal(format!("the read model query failed (a bug): {chain:#}"))
+            Self::internal(format!("read model query failed: {e}"))
         }
     }
 }
@@ -87,14 +87,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lost_connections_are_unavailable_and_other_sql_errors_internal() {
-        let lost: ServiceError = sqlx::Error::PoolTimedOut.into();
+    fn a_lost_connection_is_unavailable_and_a_bad_query_internal() {
+        let lost = ServiceError::from(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
         assert_eq!(lost.code, schemas::ErrorCode::Unavailable);
-        let io: ServiceError = sqlx::Error::Io(std::io::Error::other("reset")).into();
-        assert_eq!(io.code, schemas::ErrorCode::Unavailable);
-        let bug: ServiceError = sqlx::Error::RowNotFound.into();
+        assert_eq!(
+            ServiceError::from(sqlx::Error::PoolTimedOut).code,
+            schemas::ErrorCode::Unavailable
+        );
+        let bug = ServiceError::from(sqlx::Error::ColumnNotFound("nope".into()));
         assert_eq!(bug.code, schemas::ErrorCode::Internal);
-        let decode: ServiceError = sqlx::Error::ColumnNotFound("x".into()).into();
-        assert_eq!(decode.code, schemas::ErrorCode::Internal);
+        assert!(bug.message.contains("nope"), "{}", bug.message);
+        assert_eq!(
+            ServiceError::from(sqlx::Error::RowNotFound).code,
+            schemas::ErrorCode::Internal
+        );
     }
 }

@@ -290,7 +290,7 @@ pub async fn rebuild<P: Projection>(
         .jetstream()
         .get_stream(store.name())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::from)?;
     match stream.delete_consumer(&consumer_name(P::NAME)).await {
         Ok(_) => {}
         Err(e) => tracing::info!(error = %e, "no consumer to delete"),

@@ -4,6 +4,7 @@
 
 use super::{consumer_name, Projection, ProjectionHandle, ACK_WAIT};
 use crate::store::EventStore;
+use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -26,7 +27,7 @@ async fn pull_into(
         .expires(expires)
         .messages()
         .await
-        .map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+        .context("pull")?;
     collect(msgs, expires + Duration::from_secs(1), out).await
 }
 
@@ -38,7 +39,7 @@ async fn collect(
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + patience;
     while let Ok(Some(m)) = tokio::time::timeout_at(deadline, msgs.next()).await {
-        out.push(m.map_err(|e| anyhow::anyhow!("pull: {e}"))?);
+        out.push(m.map_err(|e| anyhow::anyhow!(e)).context("pull")?);
     }
     Ok(())
 }
@@ -54,7 +55,7 @@ async fn fetch_into(
         .max_messages(n)
         .messages()
         .await
-        .map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+        .context("fetch")?;
     collect(msgs, Duration::from_secs(2), out).await
 }
 
@@ -115,17 +116,17 @@ impl<P: Projection> Runner<P> {
             .jetstream()
             .get_stream(self.store.name())
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(anyhow::Error::from)?;
         let name = consumer_name(P::NAME);
         let cp = self.handle.db_checkpoint().await?;
         let mut consumer = stream
             .get_or_create_consumer(&name, self.consumer_config(cp + 1))
             .await
-            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+            .with_context(|| format!("consumer {name}"))?;
         let floor = consumer
             .info()
             .await
-            .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?
+            .with_context(|| format!("consumer {name}"))?
             .ack_floor
             .stream_sequence;
         if floor > cp {
@@ -139,7 +140,7 @@ impl<P: Projection> Runner<P> {
             consumer = stream
                 .create_consumer(self.consumer_config(cp + 1))
                 .await
-                .map_err(|e| anyhow::anyhow!("consumer {name}: {e}"))?;
+                .with_context(|| format!("consumer {name}"))?;
         }
         Ok(consumer)
     }
@@ -157,7 +158,7 @@ impl<P: Projection> Runner<P> {
                 match self.consumer().await {
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
-                        tracing::warn!(projection = P::NAME, error = %e, "cannot open the consumer; retrying");
+                        tracing::warn!(projection = P::NAME, error = %format!("{e:#}"), "cannot open the consumer; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
@@ -167,7 +168,7 @@ impl<P: Projection> Runner<P> {
             match self.round(c).await {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "projection round failed; retrying");
+                    tracing::warn!(projection = P::NAME, error = %format!("{e:#}"), "projection round failed; retrying");
                     self.drop_prefetched().await;
                     consumer = None;
                     tokio::time::sleep(backoff).await;
@@ -271,7 +272,7 @@ impl<P: Projection> Runner<P> {
                 fetch_into(consumer, self.batch, &mut next)
             );
             if let Err(e) = fetched {
-                tracing::debug!(parent: &span, error = %e, "prefetch failed");
+                tracing::debug!(parent: &span, error = %format!("{e:#}"), "prefetch failed");
             }
             attempt
         } else {

@@ -4,6 +4,7 @@
 use super::envelope::{decode_event, Stored};
 use super::DUPLICATE_WINDOW;
 use crate::error::ServiceError;
+use anyhow::Context as _;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -113,11 +114,7 @@ impl EventStore {
     /// # Errors
     /// JetStream is not reachable.
     pub async fn last_seq(&self) -> anyhow::Result<u64> {
-        let info = self
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| anyhow::anyhow!("stream info: {e}"))?;
+        let info = self.stream.get_info().await.context("stream info")?;
         Ok(info.state.last_sequence)
     }
 
@@ -143,7 +140,7 @@ impl EventStore {
         match self.stream.get_raw_message(seq).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
-            Err(e) => Err(anyhow::anyhow!("reading message {seq}: {e}")),
+            Err(e) => Err(anyhow::Error::from(e).context(format!("reading message {seq}"))),
         }
     }
 

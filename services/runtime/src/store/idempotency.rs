@@ -82,7 +82,7 @@ impl Idempotency {
         };
         if let Ok(bytes) = serde_json::to_vec(&value) {
             if let Err(e) = self.put(key, bytes.into()).await {
-                tracing::warn!(error = %e, "could not remember the reply of a command");
+                tracing::warn!(error = %format!("{e:#}"), "could not remember the reply of a command");
             }
         }
     }
