@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build cluster-up cluster-down
+.PHONY: run test bench up down fmt lint build cluster-up cluster-down fuzz
 
 up:
 	@bash infra/up.sh
@@ -47,3 +47,15 @@ fmt:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+## Fuzz every client-reachable decoder for FUZZ_SECONDS each (cargo-fuzz / libFuzzer on the stable
+## toolchain through RUSTC_BOOTSTRAP=1; `cargo install cargo-fuzz` once). Figures: var/fuzz/<target>.log.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := codec dfs_frame subject_token engine_args cluster_delta http_range
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
+	@mkdir -p var/fuzz
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZ_SECONDS) s)"; \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 2>&1 | tee ../var/fuzz/$$t.log | grep -E "^#[0-9]+.*DONE|^Done|crash|panicked" ; \
+	done

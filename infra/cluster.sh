@@ -48,6 +48,12 @@ render() { # node -> config file
     -e "s|@HTTP_PORT@|$(http_port "$i")|" -e "s|@CLUSTER_PORT@|$(route_port "$i")|" \
     -e "s|@STORE_DIR@|$CDIR/n$i/js|" -e "s|@SYNC@|$SYNC|" -e "s|@CLUSTER_NAME@|switchyard|" \
     -e "s|@ROUTES@|${routes%\\n}|" "$ROOT/infra/cluster/node.conf.tmpl" > "$CDIR/n$i/nats.conf"
+  # Accounts, users and permissions (infra/auth.sh, the same file on every node).
+  if [ "${SWITCHYARD_NATS_AUTH:-on}" != off ]; then
+    bash "$ROOT/infra/auth.sh" "$VAR/nats"
+    install -m 600 "$VAR/nats/auth.conf" "$CDIR/n$i/auth.conf"
+    echo "include auth.conf" >> "$CDIR/n$i/nats.conf"
+  fi
 }
 
 up() {
@@ -73,6 +79,9 @@ up() {
   say "NATS cluster up: $(urls)"
   NATS_URL=$(urls) bash "$ROOT/infra/up.sh"
   echo "export SWITCHYARD_REPLICAS=3" >> "$VAR/env"
+  if [ "${SWITCHYARD_NATS_AUTH:-on}" != off ] && [ -f "$VAR/nats/creds/switchyard.env" ]; then
+    printf 'set -a; . "%s"; set +a\n' "$VAR/nats/creds/switchyard.env" >> "$VAR/env"
+  fi
   # shellcheck disable=SC1091
   source "$VAR/env"
   [ "$PROCS" -gt 0 ] || return 0

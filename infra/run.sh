@@ -36,6 +36,10 @@ Try:
   $BIN dfs put README.md && $BIN dfs ls
   NATS_URL=$NATS_URL nats sub 'dispatch.status.cart.>'     (with the nats CLI, if installed)
 
+NATS users (passwords in var/nats/creds/<user>.env, readable by you only; rights: README "Who may publish what"):
+$(for f in var/nats/creds/*.env; do [ -f "$f" ] && printf '  %-11s %s\n' "$(basename "$f" .env)" "$f"; done)
+  e.g.  set -a; . var/nats/creds/shop.env; set +a   (then any NATS client reads NATS_USER / NATS_PASSWORD)
+
 Ctrl-C stops the services; \`make down\` stops NATS and PostgreSQL.
 INFO
 wait "$RUN_PID"

@@ -99,6 +99,12 @@ else
   [ -n "${NATS_URL:-}" ] && say "NATS_URL=$NATS_URL is not reachable; starting a local one"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
   mkdir -p "$VAR/nats/js"
+  # Accounts, users and permissions (infra/auth.sh); SWITCHYARD_NATS_AUTH=off runs without them.
+  AUTH_INCLUDE=""
+  if [ "${SWITCHYARD_NATS_AUTH:-on}" != off ]; then
+    bash "$ROOT/infra/auth.sh" "$VAR/nats"
+    AUTH_INCLUDE="include auth.conf"
+  fi
   # A server this script started from an older binary (Debian's 2.9.10, before the pin) is replaced.
   if [ -f "$VAR/nats/nats.pid" ] && reachable 127.0.0.1 "$NATS_PORT"; then
     old_pid=$(cat "$VAR/nats/nats.pid")
@@ -125,6 +131,7 @@ jetstream {
   # syncs every write before it is acknowledged.
   sync_interval: "$NATS_SYNC"
 }
+$AUTH_INCLUDE
 CONF
     say "starting nats-server (JetStream) on 127.0.0.1:$NATS_PORT, store $VAR/nats"
     nohup "$NATS_BIN" -c "$VAR/nats/nats.conf" -P "$VAR/nats/nats.pid" -l "$VAR/nats/nats.log" >/dev/null 2>&1 &
@@ -182,5 +189,9 @@ export DATABASE_URL="$DATABASE_URL"
 export PATH="$VAR/bin:\$HOME/.cargo/bin:\$PATH"
 export SWITCHYARD_NATS_SERVER="$NATS_BIN"
 ENV
+# The services' NATS credentials (user `switchyard`), when the local server runs with accounts.
+if [ -f "$VAR/nats/creds/switchyard.env" ] && [ -n "${AUTH_INCLUDE:-}" ]; then
+  printf 'set -a; . "%s"; set +a\n' "$VAR/nats/creds/switchyard.env" >> "$VAR/env"
+fi
 say "NATS_URL=$NATS_URL"
 say "DATABASE_URL=$DATABASE_URL"

@@ -264,6 +264,8 @@ pub enum EngineEvent {
         name: String,
         value: Value,
     },
+    /// One `engine.exec` call, on `engine.events.audit.<system_id>` (an addition).
+    ExecAudited(AuditEntry),
 }
 
 /// A watch message: the status value itself (any JSON; `null` when the new holder of a place has
@@ -297,6 +299,69 @@ pub struct InstanceHeartbeat {
     pub beat: u64,
 }
 
+/// One `engine.exec` call as the audit trail keeps it (an addition): who asked, for what, and how
+/// it ended. Every call whose body decodes is recorded, allowed or refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditEntry {
+    /// The token's `sub`; `null` without a (valid) token.
+    pub who: Option<String>,
+    /// The token's roles (empty without a valid token).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub system_id: String,
+    /// The place asked for (`Display_1`).
+    pub module: String,
+    /// The module that held the place, when it was found.
+    #[serde(default)]
+    pub module_id: Option<String>,
+    pub method: String,
+    /// The arguments as sent.
+    #[serde(default)]
+    pub args: Map<String, Value>,
+    /// `ok`, or the error code of the reply (`unauthorized`, `forbidden`, `driver_error`, ...).
+    pub outcome: String,
+    /// The error message, when the call was refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How long the call took, in milliseconds.
+    pub duration_ms: u64,
+    /// When the call was answered.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `engine.query.audit` (an addition): the audit trail of one module (`module_id`), or of one
+/// system (`system_id`, optionally one `module` place), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub module_id: Option<String>,
+    #[serde(default)]
+    pub system_id: Option<String>,
+    /// A place of `system_id` (`Display_1`).
+    #[serde(default)]
+    pub module: Option<String>,
+    /// At most this many entries (1 to 1000, default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub min_seq: Option<u64>,
+}
+
+/// One audit entry with its stream sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditRecord {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Reply of `engine.query.audit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuditReply {
+    pub entries: Vec<AuditRecord>,
+}
+
 /// Subjects of this context for the catalogue.
 pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
     use crate::catalogue::Kind::*;
@@ -312,6 +377,8 @@ pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
         doc!("engine.query.system", Query, "A system's modules in order and its places.", SystemQuery => System),
         doc!("engine.query.driver", Query, "A driver's metadata.", DriverQuery => Driver),
         doc!("engine.query.instances", Query, "Live engine instances, the leader, and the modules each owns.", InstancesQuery => Instances),
+        doc!("engine.query.audit", Query, "The audit trail of engine.exec (an addition): every call, allowed or refused, with who, roles, system, module, method, arguments, outcome and duration; per module_id, or per system_id (and module place); newest first.", AuditQuery => AuditReply),
+        doc!("engine.events.audit.{system_id}", Event, "ExecAudited: one engine.exec call (an addition).", EngineEvent),
         doc!("engine.exec", Command, "Run a driver function on the owner instance; header Authorization: Bearer <HS256 JWT>. Codes: invalid_request (arguments), not_found (system, place or method), unauthorized, forbidden, driver_error (502), unavailable (no answer in 5 s).", Exec => ExecReply),
         doc!("engine.status.{module_id}.{name}", Live, "Each new value of a module's status (JSON).", WatchValue),
         doc!("engine.watch.{system_id}.{place}.{status}", Live, "The status value of whichever module holds the place (Display_1) now; after a re-order it carries the new holder's current value at once.", WatchValue),

@@ -123,6 +123,8 @@ pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Appended to the generated config (e.g. `include auth.conf`).
+    extra_conf: String,
 }
 
 impl NatsServer {
@@ -132,10 +134,34 @@ impl NatsServer {
     /// No nats-server binary, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        Self::start_in(dir, String::new())
+    }
+
+    /// As [`NatsServer::start`] with the accounts, users and permissions that `infra/auth.sh`
+    /// writes (the set-up's own generator, run into the server's directory). Returns the server
+    /// and the directory holding `creds/<user>.env`.
+    ///
+    /// # Errors
+    /// The generator or the server failed.
+    pub fn start_with_auth() -> anyhow::Result<(Self, PathBuf)> {
+        let dir = tempfile::tempdir()?;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/auth.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .status()
+            .context("running infra/auth.sh")?;
+        anyhow::ensure!(status.success(), "infra/auth.sh failed: {status}");
+        let path = dir.path().to_path_buf();
+        Ok((Self::start_in(dir, "include auth.conf\n".into())?, path))
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra_conf: String) -> anyhow::Result<Self> {
         let mut s = Self {
             port: free_port(),
             dir,
             child: None,
+            extra_conf,
         };
         // Another test may take the same free port between our probe and the server's bind: then
         // the server exits at once, and we try another port.
@@ -170,9 +196,10 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
+                "listen: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n{}",
                 self.port,
-                self.dir.path().join("js").display()
+                self.dir.path().join("js").display(),
+                self.extra_conf
             ),
         )?;
         let child = Command::new(bin)

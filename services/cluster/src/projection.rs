@@ -9,6 +9,7 @@
 use crate::domain::{self, Event, Manager, ManagerState};
 use crate::handlers::{capability, data_type};
 use runtime::projector::Projection;
+use runtime::sqltext::esc;
 use runtime::store::Stored;
 use schemas::cluster as wire;
 use sqlx::PgConnection;
@@ -121,7 +122,7 @@ impl Projection for TreeProjection {
             if !states.contains_key(&id) {
                 let seq: Option<i64> =
                     sqlx::query_scalar("SELECT seq FROM cluster.managers WHERE manager_id = $1")
-                        .bind(&id)
+                        .bind(esc(&id).as_ref())
                         .fetch_optional(&mut *tx)
                         .await?;
                 let state = match seq {
@@ -132,7 +133,7 @@ impl Projection for TreeProjection {
                             let (tree,): (String,) = sqlx::query_as(
                                 "SELECT tree FROM cluster.managers WHERE manager_id = $1",
                             )
-                            .bind(&id)
+                            .bind(esc(&id).as_ref())
                             .fetch_one(&mut *tx)
                             .await?;
                             let tree: wire::Tree = serde_json::from_str(&tree)
@@ -162,7 +163,7 @@ impl Projection for TreeProjection {
                  ON CONFLICT (manager_id) DO UPDATE SET state_code = EXCLUDED.state_code, state_name = EXCLUDED.state_name,
                    version = EXCLUDED.version, seq = EXCLUDED.seq, tree = EXCLUDED.tree, updated_at = now()",
             )
-            .bind(&id)
+            .bind(esc(&id).as_ref())
             .bind(i16::from(state.code()))
             .bind(state.name())
             .bind(m.version as i64)

@@ -35,7 +35,7 @@ impl Queries {
         self.projection.wait_for(q.min_seq, self.wait).await?;
         let row: Option<(String,)> =
             sqlx::query_as("SELECT tree FROM cluster.managers WHERE manager_id = $1")
-                .bind(&q.manager_id)
+                .bind(runtime::sqltext::esc(&q.manager_id).as_ref())
                 .fetch_optional(&self.pool)
                 .await?;
         let Some((tree,)) = row else {
@@ -72,7 +72,7 @@ impl Queries {
             managers: rows
                 .into_iter()
                 .map(|(manager_id, state, state_name)| wire::ManagerSummary {
-                    manager_id,
+                    manager_id: runtime::sqltext::unesc(manager_id),
                     state: state.clamp(0, 5) as u8,
                     state_name,
                 })

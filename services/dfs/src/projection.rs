@@ -2,6 +2,7 @@
 //! projected from the `DFS` stream so that a restarted coordinator knows everything it knew.
 
 use runtime::projector::Projection;
+use runtime::sqltext::{esc, esc_all};
 use runtime::store::Stored;
 use schemas::dfs::DfsEvent;
 use sqlx::PgConnection;
@@ -26,8 +27,8 @@ impl Projection for Catalog {
                         "INSERT INTO dfs.servers (server_id, subject, live, changed_at) VALUES ($1, $2, true, $3)
                          ON CONFLICT (server_id) DO UPDATE SET subject = EXCLUDED.subject, live = true, changed_at = EXCLUDED.changed_at",
                     )
-                    .bind(server_id)
-                    .bind(subject)
+                    .bind(esc(server_id).as_ref())
+                    .bind(esc(subject).as_ref())
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
@@ -36,7 +37,7 @@ impl Projection for Catalog {
                     sqlx::query(
                         "UPDATE dfs.servers SET live = false, changed_at = $2 WHERE server_id = $1",
                     )
-                    .bind(server_id)
+                    .bind(esc(server_id).as_ref())
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
@@ -53,11 +54,11 @@ impl Projection for Catalog {
                          ON CONFLICT (chunk_id, server_id) DO UPDATE SET chunk_index = EXCLUDED.chunk_index, size = EXCLUDED.size,
                          sha256 = EXCLUDED.sha256, stored_at = EXCLUDED.stored_at",
                     )
-                    .bind(chunk_id)
-                    .bind(server_id)
+                    .bind(esc(chunk_id).as_ref())
+                    .bind(esc(server_id).as_ref())
                     .bind(*chunk_index as i32)
                     .bind(*size as i64)
-                    .bind(sha256)
+                    .bind(esc(sha256).as_ref())
                     .bind(at)
                     .execute(&mut *tx)
                     .await?;
@@ -72,8 +73,8 @@ impl Projection for Catalog {
                     server_id,
                 } => {
                     sqlx::query("DELETE FROM dfs.replicas WHERE chunk_id = $1 AND server_id = $2")
-                        .bind(chunk_id)
-                        .bind(server_id)
+                        .bind(esc(chunk_id).as_ref())
+                        .bind(esc(server_id).as_ref())
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -89,10 +90,10 @@ impl Projection for Catalog {
                         "INSERT INTO dfs.files (file_id, name, size, sha256, replicas, chunk_count, committed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
                          ON CONFLICT (file_id) DO NOTHING",
                     )
-                    .bind(file_id)
-                    .bind(name)
+                    .bind(esc(file_id).as_ref())
+                    .bind(esc(name).as_ref())
                     .bind(*size as i64)
-                    .bind(sha256)
+                    .bind(esc(sha256).as_ref())
                     .bind(*replicas as i32)
                     .bind(chunks.len() as i32)
                     .bind(at)
@@ -107,18 +108,18 @@ impl Projection for Catalog {
                             "INSERT INTO dfs.file_chunks (file_id, chunk_index, chunk_id, size, sha256)
                              SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::bigint[], $5::text[]) ON CONFLICT DO NOTHING",
                         )
-                        .bind(file_id)
+                        .bind(esc(file_id).as_ref())
                         .bind(&idx)
-                        .bind(&ids)
+                        .bind(esc_all(&ids))
                         .bind(&sizes)
-                        .bind(&shas)
+                        .bind(esc_all(&shas))
                         .execute(&mut *tx)
                         .await?;
                     }
                 }
                 DfsEvent::FileDeleted { file_id } => {
                     sqlx::query("UPDATE dfs.files SET deleted_at = $2 WHERE file_id = $1 AND deleted_at IS NULL")
-                        .bind(file_id)
+                        .bind(esc(file_id).as_ref())
                         .bind(at)
                         .execute(&mut *tx)
                         .await?;

@@ -2,15 +2,16 @@
 
 use crate::domain::ChunkStatus;
 use chrono::{DateTime, Utc};
+use runtime::sqltext::{esc, esc_all, unesc};
 use schemas::dfs::{ChunkServerAddr, FileChunk, FileInfo, FileSummary};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
 fn addr(server_id: String, subject: String) -> ChunkServerAddr {
     ChunkServerAddr {
-        chnk_srv_addr: subject,
+        chnk_srv_addr: unesc(subject),
         chnk_srv_port: None,
-        chnk_srv_id: server_id,
+        chnk_srv_id: unesc(server_id),
     }
 }
 
@@ -44,7 +45,7 @@ pub async fn chunk_locations(
          WHERE f.file_id = $1 AND f.deleted_at IS NULL
          ORDER BY fc.chunk_index, s.server_id",
     )
-    .bind(file_id)
+    .bind(esc(file_id).as_ref())
     .fetch_all(pool)
     .await?;
     let mut out: BTreeMap<String, Vec<ChunkServerAddr>> = BTreeMap::new();
@@ -74,10 +75,10 @@ pub async fn list_files(pool: &PgPool) -> Result<Vec<FileSummary>, sqlx::Error> 
         .into_iter()
         .map(
             |(file_id, name, size, sha256, replicas, chunk_count, committed_at)| FileSummary {
-                file_id,
-                name,
+                file_id: unesc(file_id),
+                name: unesc(name),
                 size: size as u64,
-                sha256,
+                sha256: unesc(sha256),
                 chunk_count: chunk_count as u32,
                 replicas: replicas as u32,
                 committed_at,
@@ -95,7 +96,7 @@ pub async fn get_file(pool: &PgPool, file_id: &str) -> Result<Option<FileInfo>, 
         "SELECT file_id, name, size, sha256, replicas, chunk_count, committed_at FROM dfs.files
          WHERE file_id = $1 AND deleted_at IS NULL",
     )
-    .bind(file_id)
+    .bind(esc(file_id).as_ref())
     .fetch_optional(pool)
     .await?;
     let Some((file_id, name, size, sha256, replicas, _, committed_at)) = row else {
@@ -107,10 +108,10 @@ pub async fn get_file(pool: &PgPool, file_id: &str) -> Result<Option<FileInfo>, 
             .fetch_all(pool)
             .await?;
     Ok(Some(FileInfo {
-        file_id,
-        name,
+        file_id: unesc(file_id),
+        name: unesc(name),
         size: size as u64,
-        sha256,
+        sha256: unesc(sha256),
         replicas: replicas as u32,
         committed_at,
         chunks: chunks
@@ -119,7 +120,7 @@ pub async fn get_file(pool: &PgPool, file_id: &str) -> Result<Option<FileInfo>, 
                 chunk_id,
                 chunk_index: i as u32,
                 size: size as u64,
-                sha256,
+                sha256: unesc(sha256),
             })
             .collect(),
     }))
@@ -143,8 +144,8 @@ pub async fn unstored_chunks(
         "SELECT c.chunk_id FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(chunk_id, sha256, size)
          WHERE NOT EXISTS (SELECT 1 FROM dfs.replicas r WHERE r.chunk_id = c.chunk_id AND r.sha256 = c.sha256 AND r.size = c.size)",
     )
-    .bind(&ids)
-    .bind(&shas)
+    .bind(esc_all(&ids))
+    .bind(esc_all(&shas))
     .bind(&sizes)
     .fetch_all(pool)
     .await
@@ -252,7 +253,7 @@ pub async fn replicas_of(
 ) -> Result<BTreeMap<String, String>, sqlx::Error> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT chunk_id, sha256 FROM dfs.replicas WHERE server_id = $1")
-            .bind(server_id)
+            .bind(esc(server_id).as_ref())
             .fetch_all(pool)
             .await?;
     Ok(rows.into_iter().collect())

@@ -4,6 +4,7 @@
 
 use crate::domain::{Cart, Model, Request, Ssd};
 use runtime::projector::Projection;
+use runtime::sqltext::{esc_all, esc_json, unesc, unesc_json};
 use runtime::store::Stored;
 use schemas::dispatch::DispatchEvent;
 use sqlx::PgConnection;
@@ -59,11 +60,11 @@ fn keys(events: &[Stored<DispatchEvent>]) -> Keys {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(v).map_err(|e| sqlx::Error::Protocol(format!("encoding a document: {e}")))
+    esc_json(v).map_err(|e| sqlx::Error::Protocol(format!("encoding a document: {e}")))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, sqlx::Error> {
-    serde_json::from_value(v)
+    unesc_json(v)
         .map_err(|e| sqlx::Error::Protocol(format!("a stored document does not decode: {e}")))
 }
 
@@ -74,26 +75,27 @@ fn to_i64(v: u64) -> i64 {
 impl ReadModel {
     async fn load(tx: &mut PgConnection, k: &Keys) -> Result<Model, sqlx::Error> {
         let mut m = Model::default();
-        let ids: Vec<String> = k.carts.iter().cloned().collect();
+        let ids: Vec<String> = esc_all(&k.carts);
         let rows: Vec<(String, serde_json::Value, i64)> =
             sqlx::query_as("SELECT cart_id, doc, seq FROM dispatch.carts WHERE cart_id = ANY($1)")
                 .bind(&ids)
                 .fetch_all(&mut *tx)
                 .await?;
         for (id, doc, seq) in rows {
+            let id = unesc(id);
             m.carts.insert(id.clone(), parse::<Cart>(doc)?);
             m.cart_seq.insert(id, seq.max(0) as u64);
         }
-        let ids: Vec<String> = k.ssds.iter().cloned().collect();
+        let ids: Vec<String> = esc_all(&k.ssds);
         let rows: Vec<(String, serde_json::Value)> =
             sqlx::query_as("SELECT ssd_id, doc FROM dispatch.ssds WHERE ssd_id = ANY($1)")
                 .bind(&ids)
                 .fetch_all(&mut *tx)
                 .await?;
         for (id, doc) in rows {
-            m.ssds.insert(id, parse::<Ssd>(doc)?);
+            m.ssds.insert(unesc(id), parse::<Ssd>(doc)?);
         }
-        let ids: Vec<String> = k.requests.iter().cloned().collect();
+        let ids: Vec<String> = esc_all(&k.requests);
         let rows: Vec<(String, serde_json::Value, i64)> = sqlx::query_as(
             "SELECT request_id, doc, seq FROM dispatch.requests WHERE request_id = ANY($1)",
         )
@@ -101,6 +103,7 @@ impl ReadModel {
         .fetch_all(&mut *tx)
         .await?;
         for (id, doc, seq) in rows {
+            let id = unesc(id);
             m.requests.insert(id.clone(), parse::<Request>(doc)?);
             m.request_seq.insert(id, seq.max(0) as u64);
         }
@@ -132,7 +135,7 @@ impl ReadModel {
                 "INSERT INTO dispatch.carts (cart_id, status, doc, seq) SELECT i, s, d::jsonb, q FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS t(i, s, d, q) \
                  ON CONFLICT (cart_id) DO UPDATE SET status = EXCLUDED.status, doc = EXCLUDED.doc, seq = EXCLUDED.seq",
             )
-            .bind(&ids)
+            .bind(esc_all(&ids))
             .bind(&statuses)
             .bind(&docs)
             .bind(&seqs)
@@ -158,18 +161,18 @@ impl ReadModel {
                 "INSERT INTO dispatch.ssds (ssd_id, cart_id, doc) SELECT i, c, d::jsonb FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(i, c, d) \
                  ON CONFLICT (ssd_id) DO UPDATE SET cart_id = EXCLUDED.cart_id, doc = EXCLUDED.doc",
             )
-            .bind(&ids)
-            .bind(&carts)
+            .bind(esc_all(&ids))
+            .bind(esc_all(&carts))
             .bind(&docs)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM dispatch.ssd_datasets WHERE ssd_id = ANY($1)")
-                .bind(&ids)
+                .bind(esc_all(&ids))
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("INSERT INTO dispatch.ssd_datasets (dataset, ssd_id, size_bytes) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])")
-                .bind(&d_names)
-                .bind(&d_ssds)
+                .bind(esc_all(&d_names))
+                .bind(esc_all(&d_ssds))
                 .bind(&d_sizes)
                 .execute(&mut *tx)
                 .await?;
@@ -188,7 +191,7 @@ impl ReadModel {
                 "INSERT INTO dispatch.requests (request_id, state, doc, seq) SELECT i, s, d::jsonb, q FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS t(i, s, d, q) \
                  ON CONFLICT (request_id) DO UPDATE SET state = EXCLUDED.state, doc = EXCLUDED.doc, seq = EXCLUDED.seq",
             )
-            .bind(&ids)
+            .bind(esc_all(&ids))
             .bind(&states)
             .bind(&docs)
             .bind(&seqs)

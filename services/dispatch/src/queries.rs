@@ -4,13 +4,14 @@
 use crate::domain::{self, Cart, Request, Ssd};
 use crate::Dispatch;
 use runtime::service::Request as Req;
+use runtime::sqltext::{esc, esc_all, unesc, unesc_json};
 use runtime::ServiceError;
 use schemas::dispatch as w;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ServiceError> {
-    serde_json::from_value(v)
+    unesc_json(v)
         .map_err(|e| ServiceError::internal(format!("a stored document does not decode: {e}")))
 }
 
@@ -26,7 +27,7 @@ impl Dispatch {
         let ids: Vec<String> = carts.iter().map(|(c, _)| c.cart_id.clone()).collect();
         let rows: Vec<serde_json::Value> =
             sqlx::query_scalar("SELECT doc FROM dispatch.ssds WHERE cart_id = ANY($1)")
-                .bind(&ids)
+                .bind(esc_all(&ids))
                 .fetch_all(&self.pool)
                 .await?;
         let mut by_cart: HashMap<String, Vec<Ssd>> = HashMap::new();
@@ -56,7 +57,7 @@ impl Dispatch {
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let rows: Vec<(serde_json::Value, i64)> =
             sqlx::query_as("SELECT doc, seq FROM dispatch.carts WHERE cart_id = $1")
-                .bind(&q.cart_id)
+                .bind(esc(&q.cart_id).as_ref())
                 .fetch_all(&self.pool)
                 .await?;
         self.carts_with_ssds(rows).await?.pop().ok_or_else(|| {
@@ -99,7 +100,7 @@ impl Dispatch {
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let row: Option<(serde_json::Value, i64)> =
             sqlx::query_as("SELECT doc, seq FROM dispatch.requests WHERE request_id = $1")
-                .bind(&q.request_id)
+                .bind(esc(&q.request_id).as_ref())
                 .fetch_optional(&self.pool)
                 .await?;
         let (doc, seq) =
@@ -108,7 +109,7 @@ impl Dispatch {
         let ids: Vec<String> = r.assignments.iter().map(|a| a.cart_id.clone()).collect();
         let statuses: Vec<(String, String)> =
             sqlx::query_as("SELECT cart_id, status FROM dispatch.carts WHERE cart_id = ANY($1)")
-                .bind(&ids)
+                .bind(esc_all(&ids))
                 .fetch_all(&self.pool)
                 .await?;
         let statuses: HashMap<String, w::CartStatus> = statuses
@@ -116,7 +117,7 @@ impl Dispatch {
             .filter_map(|(c, s)| {
                 serde_json::from_value(serde_json::Value::String(s))
                     .ok()
-                    .map(|s| (c, s))
+                    .map(|s| (unesc(c), s))
             })
             .collect();
         Ok(domain::request_info(
@@ -136,7 +137,7 @@ impl Dispatch {
         let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
             "SELECT d.ssd_id, d.size_bytes, s.doc FROM dispatch.ssd_datasets d JOIN dispatch.ssds s USING (ssd_id) WHERE d.dataset = $1 ORDER BY d.ssd_id",
         )
-        .bind(&q.dataset)
+        .bind(esc(&q.dataset).as_ref())
         .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {
@@ -149,7 +150,7 @@ impl Dispatch {
         for (ssd_id, size, doc) in rows {
             let s: Ssd = parse(doc)?;
             ssds.push(w::DatasetSsd {
-                ssd_id,
+                ssd_id: unesc(ssd_id),
                 cart_id: s.cart_id.clone(),
                 health: s.health.unwrap_or(w::SsdHealth::Ok),
                 size_bytes: size.max(0) as u64,

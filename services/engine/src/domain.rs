@@ -46,6 +46,8 @@ pub enum Event {
         name: String,
         value: Value,
     },
+    /// One `engine.exec` call, allowed or refused (the audit trail).
+    ExecAudited(schemas::engine::AuditEntry),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,6 +677,12 @@ pub fn module_subject(id: &str) -> String {
 #[must_use]
 pub fn status_events_subject(module_id: &str) -> String {
     format!("engine.events.status.{}", schemas::encode_token(module_id))
+}
+
+/// `engine.events.audit.<system_id>`: the audit trail of the system's `engine.exec` calls.
+#[must_use]
+pub fn audit_subject(system_id: &str) -> String {
+    format!("engine.events.audit.{}", schemas::encode_token(system_id))
 }
 
 /// `engine.events.system.<system_id>`.

@@ -4,6 +4,7 @@ use crate::domain::{self, Caller, Event, Metadata, Place};
 use crate::instance::{Engine, OwnerError, NOT_OWNER_HEADER};
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
+use runtime::sqltext::{esc, unesc, unesc_json, unesc_value};
 use runtime::ServiceError;
 use schemas::engine as wire;
 use schemas::ErrorCode;
@@ -103,6 +104,10 @@ pub async fn serve(engine: &Arc<Engine>, read_model: ProjectionHandle) -> anyhow
     route!(
         "engine.query.instances",
         |e: Arc<Engine>, _rm, req: Request| async move { instances(&e, req) }
+    );
+    route!(
+        "engine.query.audit",
+        |e: Arc<Engine>, rm, req: Request| async move { audit_query(&e, &rm, req).await }
     );
     route!(
         "engine.exec",
@@ -288,13 +293,15 @@ async fn lookup(
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT module_id FROM engine.places WHERE system_id = $1 AND name = $2 AND idx = $3",
     )
-    .bind(&q.system_id)
-    .bind(&place.name)
+    .bind(esc(&q.system_id).as_ref())
+    .bind(esc(&place.name).as_ref())
     .bind(i32::try_from(place.index).unwrap_or(i32::MAX))
     .fetch_optional(&e.ctx.pool)
     .await?;
     match row {
-        Some((module_id,)) => Ok(wire::LookupReply { module_id }),
+        Some((module_id,)) => Ok(wire::LookupReply {
+            module_id: unesc(module_id),
+        }),
         None => Err(not_in_system(e, &q.system_id, &place).await),
     }
 }
@@ -302,7 +309,7 @@ async fn lookup(
 async fn not_in_system(e: &Engine, system_id: &str, place: &Place) -> ServiceError {
     let exists: Result<Option<(i64,)>, _> =
         sqlx::query_as("SELECT seq FROM engine.systems WHERE system_id = $1")
-            .bind(system_id)
+            .bind(esc(system_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await;
     match exists {
@@ -325,16 +332,18 @@ async fn status(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Value>,)> =
         sqlx::query_as("SELECT value FROM engine.statuses WHERE module_id = $1 AND name = $2")
-            .bind(&q.module_id)
-            .bind(&q.name)
+            .bind(esc(&q.module_id).as_ref())
+            .bind(esc(&q.name).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     if let Some((Json(value),)) = row {
-        return Ok(wire::StatusReply { value });
+        return Ok(wire::StatusReply {
+            value: unesc_value(value),
+        });
     }
     let module: Option<(String,)> =
         sqlx::query_as("SELECT module_id FROM engine.modules WHERE module_id = $1")
-            .bind(&q.module_id)
+            .bind(esc(&q.module_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     Err(match module {
@@ -356,7 +365,7 @@ async fn module(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT driver_id, name FROM engine.modules WHERE module_id = $1")
-            .bind(&q.module_id)
+            .bind(esc(&q.module_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((driver_id, name)) = row else {
@@ -368,14 +377,17 @@ async fn module(
     let rows: Vec<(String, Json<Value>)> = sqlx::query_as(
         "SELECT name, value FROM engine.statuses WHERE module_id = $1 ORDER BY name",
     )
-    .bind(&q.module_id)
+    .bind(esc(&q.module_id).as_ref())
     .fetch_all(&e.ctx.pool)
     .await?;
-    let status: Map<String, Value> = rows.into_iter().map(|(n, Json(v))| (n, v)).collect();
+    let status: Map<String, Value> = rows
+        .into_iter()
+        .map(|(n, Json(v))| (unesc(n), unesc_value(v)))
+        .collect();
     Ok(wire::Module {
         module_id: q.module_id,
-        driver_id,
-        name,
+        driver_id: unesc(driver_id),
+        name: unesc(name),
         status,
     })
 }
@@ -390,7 +402,7 @@ async fn system(
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Vec<String>>, i64)> =
         sqlx::query_as("SELECT modules, seq FROM engine.systems WHERE system_id = $1")
-            .bind(&q.system_id)
+            .bind(esc(&q.system_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((Json(modules), seq)) = row else {
@@ -401,19 +413,125 @@ async fn system(
     };
     let rows: Vec<(String, i32, String)> =
         sqlx::query_as("SELECT name, idx, module_id FROM engine.places WHERE system_id = $1")
-            .bind(&q.system_id)
+            .bind(esc(&q.system_id).as_ref())
             .fetch_all(&e.ctx.pool)
             .await?;
     let places = rows
         .into_iter()
-        .map(|(n, i, m)| (format!("{n}_{i}"), m))
+        .map(|(n, i, m)| (format!("{}_{i}", unesc(n)), unesc(m)))
         .collect();
     Ok(wire::System {
         system_id: q.system_id,
-        modules,
+        modules: runtime::sqltext::unesc_all(modules),
         places,
         seq: u64::try_from(seq).unwrap_or(0),
     })
+}
+
+type AuditRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Json<Value>,
+    String,
+    Json<Value>,
+    String,
+    Option<String>,
+    i64,
+    chrono::DateTime<chrono::Utc>,
+);
+
+/// `engine.query.audit`: the exec audit trail of a module, or of a system (and place), newest first.
+async fn audit_query(
+    e: &Engine,
+    rm: &ProjectionHandle,
+    req: Request,
+) -> Result<wire::AuditReply, ServiceError> {
+    let q: wire::AuditQuery = req.decode()?;
+    let limit = i64::from(q.limit.unwrap_or(100));
+    if !(1..=1000).contains(&limit) {
+        return Err(ServiceError::invalid("`limit` must be 1 to 1000"));
+    }
+    const COLUMNS: &str = "SELECT seq, system_id, module, module_id, who, roles, method, args, outcome, message, duration_ms, at FROM engine.audit";
+    let query = match (&q.module_id, &q.system_id) {
+        (Some(m), None) => {
+            domain::check_id("module_id", m).map_err(domain_err)?;
+            if q.module.is_some() {
+                return Err(ServiceError::invalid(
+                    "`module` (a place) needs `system_id`",
+                ));
+            }
+            rm.wait_for(q.min_seq, wait(e)).await?;
+            sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
+                "{COLUMNS} WHERE module_id = $1 ORDER BY seq DESC LIMIT $2"
+            )))
+            .bind(esc(m).into_owned())
+            .bind(limit)
+        }
+        (None, Some(s)) => {
+            domain::check_id("system_id", s).map_err(domain_err)?;
+            rm.wait_for(q.min_seq, wait(e)).await?;
+            match &q.module {
+                Some(place) => sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE system_id = $1 AND module = $3 ORDER BY seq DESC LIMIT $2"
+                )))
+                .bind(esc(s).into_owned())
+                .bind(limit)
+                .bind(esc(place).into_owned()),
+                None => sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE system_id = $1 ORDER BY seq DESC LIMIT $2"
+                )))
+                .bind(esc(s).into_owned())
+                .bind(limit),
+            }
+        }
+        _ => return Err(ServiceError::invalid(
+            "give `module_id`, or `system_id` (and optionally `module`, a place such as Display_1)",
+        )),
+    };
+    let rows = query.fetch_all(&e.ctx.pool).await?;
+    let entries = rows
+        .into_iter()
+        .map(
+            |(
+                seq,
+                system_id,
+                module,
+                module_id,
+                who,
+                Json(roles),
+                method,
+                Json(args),
+                outcome,
+                message,
+                duration_ms,
+                at,
+            )| {
+                wire::AuditRecord {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    entry: wire::AuditEntry {
+                        who: who.map(unesc),
+                        roles: unesc_json(roles).unwrap_or_default(),
+                        system_id: unesc(system_id),
+                        module: unesc(module),
+                        module_id: module_id.map(unesc),
+                        method: unesc(method),
+                        args: match unesc_value(args) {
+                            Value::Object(m) => m,
+                            _ => Map::new(),
+                        },
+                        outcome: unesc(outcome),
+                        message: message.map(unesc),
+                        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+                        at,
+                    },
+                }
+            },
+        )
+        .collect();
+    Ok(wire::AuditReply { entries })
 }
 
 async fn driver(
@@ -424,9 +542,9 @@ async fn driver(
     let q: wire::DriverQuery = req.decode()?;
     domain::check_id("driver_id", &q.driver_id).map_err(domain_err)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(Json<wire::DriverMetadata>, i64)> =
+    let row: Option<(Json<Value>, i64)> =
         sqlx::query_as("SELECT metadata, seq FROM engine.drivers WHERE driver_id = $1")
-            .bind(&q.driver_id)
+            .bind(esc(&q.driver_id).as_ref())
             .fetch_optional(&e.ctx.pool)
             .await?;
     let Some((Json(metadata), seq)) = row else {
@@ -435,6 +553,9 @@ async fn driver(
             q.driver_id
         )));
     };
+    let metadata: wire::DriverMetadata = unesc_json(metadata).map_err(|err| {
+        ServiceError::internal(format!("a stored driver's metadata does not decode: {err}"))
+    })?;
     Ok(wire::Driver {
         driver_id: q.driver_id,
         metadata,
@@ -501,6 +622,73 @@ fn resolve_in_view(e: &Engine, system_id: &str, place: &Place) -> Result<Target,
 /// As the contract says.
 pub async fn exec(e: &Arc<Engine>, req: Request) -> Result<wire::ExecReply, ServiceError> {
     let cmd: wire::Exec = req.decode()?;
+    let started = std::time::Instant::now();
+    let caller: Caller = crate::auth::caller(
+        req.header("Authorization")
+            .or_else(|| req.header("authorization")),
+        &e.ctx.config.token_secret,
+    );
+    let mut module_id = None;
+    let outcome = exec_call(e, &cmd, &caller, &mut module_id).await;
+    let (who, roles) = match &caller {
+        Caller::User { sub, roles } => (Some(sub.clone()), roles.clone()),
+        Caller::Anonymous | Caller::BadToken(_) => (None, Vec::new()),
+    };
+    let entry = wire::AuditEntry {
+        who,
+        roles,
+        system_id: cmd.system_id.clone(),
+        module: cmd.module.clone(),
+        module_id,
+        method: cmd.method.clone(),
+        args: cmd.args.clone(),
+        outcome: match &outcome {
+            Ok(_) => "ok".into(),
+            Err(err) => err.code.as_str().into(),
+        },
+        message: outcome.as_ref().err().map(|err| err.message.clone()),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        at: chrono::Utc::now(),
+    };
+    audit(e, entry).await;
+    outcome
+}
+
+/// Appends one call to the audit trail (`ExecAudited` on `engine.events.audit.<system_id>`). The
+/// call has happened whatever becomes of the record, so a failed append is logged at error, not
+/// returned.
+async fn audit(e: &Engine, entry: wire::AuditEntry) {
+    if schemas::check_id("system_id", &entry.system_id).is_err() {
+        // No subject can name it; the reply already says the id is invalid.
+        tracing::warn!(
+            system_id_len = entry.system_id.len(),
+            "exec with an invalid system_id; not audited"
+        );
+        return;
+    }
+    let subject = domain::audit_subject(&entry.system_id);
+    let id = uuid::Uuid::now_v7();
+    let appended = async {
+        let payload =
+            runtime::store::encode_event(id, chrono::Utc::now(), &Event::ExecAudited(entry))?;
+        e.store
+            .append_unchecked(&subject, payload, &id.to_string())
+            .await
+            .map_err(|err| ServiceError::unavailable(err.to_string()))
+    }
+    .await;
+    if let Err(err) = appended {
+        tracing::error!(error = %err.message, %subject, "the exec audit record was not appended");
+    }
+}
+
+async fn exec_call(
+    e: &Arc<Engine>,
+    cmd: &wire::Exec,
+    caller: &Caller,
+    module_id: &mut Option<String>,
+) -> Result<wire::ExecReply, ServiceError> {
+    let cmd = cmd.clone();
     domain::check_id("system_id", &cmd.system_id).map_err(domain_err)?;
     if cmd.method.is_empty() {
         return Err(ServiceError::invalid("`method` must not be empty"));
@@ -513,6 +701,7 @@ pub async fn exec(e: &Arc<Engine>, req: Request) -> Result<wire::ExecReply, Serv
             resolve_in_view(e, &cmd.system_id, &place)?
         }
     };
+    *module_id = Some(target.module_id.clone());
     if !target.meta.functions.contains_key(&cmd.method) {
         return Err(ServiceError::not_found(format!(
             "driver {:?} has no function {:?}; it has: {}",
@@ -527,12 +716,7 @@ pub async fn exec(e: &Arc<Engine>, req: Request) -> Result<wire::ExecReply, Serv
                 .join(", ")
         )));
     }
-    let caller: Caller = crate::auth::caller(
-        req.header("Authorization")
-            .or_else(|| req.header("authorization")),
-        &e.ctx.config.token_secret,
-    );
-    domain::authorize(&target.meta, &cmd.method, &caller).map_err(domain_err)?;
+    domain::authorize(&target.meta, &cmd.method, caller).map_err(domain_err)?;
     let args = target
         .meta
         .check_args(&cmd.method, &cmd.args)

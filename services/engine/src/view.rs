@@ -56,6 +56,7 @@ impl View {
     pub fn apply(&mut self, seq: u64, event: &Event) -> Vec<Effect> {
         self.seq = self.seq.max(seq);
         match event {
+            Event::ExecAudited(_) => Vec::new(),
             Event::DriverRegistered {
                 driver_id,
                 metadata,

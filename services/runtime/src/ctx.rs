@@ -19,21 +19,107 @@ pub struct Ctx {
     pub idem: Idempotency,
 }
 
-/// Connects to NATS with the options every process uses (retry on initial connect, reconnect for ever).
-/// `url` is one server or a comma-separated list (`NATS_URL`).
+/// How a process proves who it is to NATS, from the environment (the set-up writes these for the
+/// `switchyard` user; see `infra/auth.sh`):
+///
+/// - `NATS_CREDS`: a `.creds` file (JWT and NKey seed);
+/// - `NATS_USER` and `NATS_PASSWORD`;
+/// - `NATS_TOKEN`.
+///
+/// None of them: no credentials (a server without authorisation).
 ///
 /// # Errors
-/// NATS unreachable, or `url` does not parse.
+/// `NATS_CREDS` names a file that cannot be read, or `NATS_USER` comes without `NATS_PASSWORD`.
+pub async fn credentials_from_env(
+    options: async_nats::ConnectOptions,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(path) = var("NATS_CREDS") {
+        return options
+            .credentials_file(&path)
+            .await
+            .with_context(|| format!("reading the NATS credentials file NATS_CREDS={path}"));
+    }
+    if let Some(user) = var("NATS_USER") {
+        let password = var("NATS_PASSWORD")
+            .with_context(|| format!("NATS_USER={user} is set but NATS_PASSWORD is not"))?;
+        return Ok(options.user_and_password(user, password));
+    }
+    if let Some(token) = var("NATS_TOKEN") {
+        return Ok(options.token(token));
+    }
+    Ok(options)
+}
+
+/// Connects to NATS with the options every process uses (credentials from the environment, retry
+/// on initial connect, reconnect for ever). `url` is one server or a comma-separated list
+/// (`NATS_URL`). A subscription whose messages pile up beyond its
+/// capacity (`SWITCHYARD_NATS_SUBSCRIPTION_CAPACITY`, default 65,536 messages) is a *slow
+/// consumer*: the client drops what does not fit and this logs it at warn with the subscription,
+/// so a flood costs bounded memory and is visible; the server cuts off a connection whose
+/// outbound buffer passes `max_pending` and the client reconnects.
+///
+/// # Errors
+/// NATS unreachable, or the credentials in the environment are unusable.
 pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let addrs = crate::nats::server_addrs(url)?;
-    async_nats::ConnectOptions::new()
+    let capacity = std::env::var("SWITCHYARD_NATS_SUBSCRIPTION_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(65_536);
+    let options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
+        .subscription_capacity(capacity)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::SlowConsumer(sid) => tracing::warn!(
+                    subscription = sid,
+                    "slow consumer: messages arrived faster than they were handled and some were dropped"
+                ),
+                async_nats::Event::ServerError(e) => {
+                    tracing::error!(error = %e, "the NATS server reported an error");
+                }
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                other => tracing::info!(event = %other, "NATS connection event"),
+            }
+        });
+    let (url, userinfo) = split_userinfo(url);
+    let options = match userinfo {
+        Some((user, password)) => options.user_and_password(user, password),
+        None => credentials_from_env(options).await?,
+    };
+    let addrs = crate::nats::server_addrs(&url)?;
+    options
         .connect(addrs)
         .await
         .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+/// `nats://user:password@host:port` (also in a comma-separated list): the URLs without the user
+/// part, and the user and password (which win over the environment's credentials).
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let mut found = None;
+    let urls: Vec<String> = url
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            let Some((scheme, rest)) = u.split_once("://") else {
+                return u.to_string();
+            };
+            match rest.rsplit_once('@') {
+                Some((info, host)) => {
+                    if let Some((user, pass)) = info.split_once(':') {
+                        found.get_or_insert((user.to_string(), pass.to_string()));
+                    }
+                    format!("{scheme}://{host}")
+                }
+                None => u.to_string(),
+            }
+        })
+        .collect();
+    (urls.join(","), found)
 }
 
 impl Ctx {
@@ -79,5 +165,23 @@ impl Ctx {
     #[must_use]
     pub fn repository<A: Aggregate>(&self, store: &EventStore, domain: &str) -> Repository<A> {
         Repository::new(store.clone(), self.idem.clone(), domain, 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_and_password_leave_the_url() {
+        assert_eq!(
+            super::split_userinfo("nats://u:p@h:1,nats://h:2"),
+            (
+                "nats://h:1,nats://h:2".to_string(),
+                Some(("u".to_string(), "p".to_string()))
+            )
+        );
+        assert_eq!(
+            super::split_userinfo("nats://h:1"),
+            ("nats://h:1".into(), None)
+        );
     }
 }

@@ -65,15 +65,36 @@ impl Registry {
                         ProjectionHealth {
                             lag: p.lag(),
                             parked: p.parked(),
+                            ok: p.parked() == 0,
+                            last_parked: p.last_parked(),
                         },
                     )
                 })
                 .collect();
             let ready = e.started && e.projections.iter().all(ProjectionHandle::caught_up);
-            services.insert(name.clone(), ServiceHealth { ready, projections });
+            let ok = projections.values().all(|p| p.ok);
+            services.insert(
+                name.clone(),
+                ServiceHealth {
+                    ready,
+                    ok,
+                    projections,
+                },
+            );
         }
         let ready = !services.is_empty() && services.values().all(|s| s.ready);
-        Health { ready, services }
+        let ok = services.values().all(|s| s.ok);
+        let status = match (ok, ready) {
+            (false, _) => "degraded",
+            (true, false) => "starting",
+            (true, true) => "ok",
+        };
+        Health {
+            ready,
+            ok,
+            status: status.into(),
+            services,
+        }
     }
 
     /// Serves `sys.query.health` (micro service `switchyard`).

@@ -20,6 +20,7 @@ pub mod health;
 pub mod nats;
 pub mod projector;
 pub mod service;
+pub mod sqltext;
 pub mod store;
 pub mod telemetry;
 

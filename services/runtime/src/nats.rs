@@ -137,10 +137,10 @@ pub async fn ensure_stream(
     let name = config.name.clone();
     js.create_or_update_stream(config)
         .await
-        .map_err(|e| anyhow::anyhow!("creating or updating stream {name} (R{replicas}): {e}"))?;
+        .with_context(|| format!("creating or updating stream {name} (R{replicas})"))?;
     js.get_stream(&name)
         .await
-        .map_err(|e| anyhow::anyhow!("opening stream {name}: {e}"))
+        .with_context(|| format!("opening stream {name}"))
 }
 
 #[cfg(test)]

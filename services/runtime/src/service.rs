@@ -21,8 +21,18 @@ use tracing::Instrument;
 
 /// Largest request body a command or query accepts (1 MiB); larger is `payload_too_large`.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Requests one endpoint runs at once in one process.
+/// Requests one micro service runs at once in one process (all its endpoints together), unless
+/// `SWITCHYARD_MAX_IN_FLIGHT` says otherwise. A request beyond it is answered `unavailable` at once
+/// (retry later) rather than queued without bound.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+fn max_in_flight() -> usize {
+    std::env::var("SWITCHYARD_MAX_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(MAX_IN_FLIGHT)
+}
 
 /// One request as a handler sees it.
 #[derive(Debug, Clone)]
@@ -87,6 +97,8 @@ pub fn error_reply(codec: Codec, err: &ServiceError) -> (async_nats::HeaderMap, 
 pub struct Endpoints {
     service: Arc<Service>,
     name: String,
+    /// Requests in flight across the service's endpoints.
+    limit: Arc<Semaphore>,
 }
 
 impl Endpoints {
@@ -109,6 +121,7 @@ impl Endpoints {
         Ok(Self {
             service: Arc::new(service),
             name: name.into(),
+            limit: Arc::new(Semaphore::new(max_in_flight())),
         })
     }
 
@@ -155,15 +168,29 @@ impl Endpoints {
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("adding endpoint {subject}"))?;
         let handler = Arc::new(handler);
-        let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let limit = self.limit.clone();
         let service = self.name.clone();
         // The loop owns a handle on the micro service: dropping the last one stops every endpoint.
         let keep_alive = self.service.clone();
         tokio::spawn(async move {
             let _keep_alive = keep_alive;
             while let Some(request) = endpoint.next().await {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    break;
+                let permit = match limit.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(tokio::sync::TryAcquireError::Closed) => break,
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        // Answered from the loop itself: a flood costs a reply, not a task.
+                        let codec = Codec::from_headers(request.message.headers.as_ref());
+                        let err = ServiceError::unavailable(format!(
+                            "{service} is busy ({} requests in flight); retry later",
+                            max_in_flight()
+                        ));
+                        let (headers, body) = error_reply(codec, &err);
+                        if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                            tracing::debug!(error = %e, "could not send the busy reply");
+                        }
+                        continue;
+                    }
                 };
                 let handler = handler.clone();
                 let span = tracing::info_span!("request", service = %service, subject = %request.message.subject);

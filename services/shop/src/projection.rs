@@ -13,6 +13,7 @@
 use crate::domain::{hash_key, shard_of, Event, Line, Money};
 use chrono::{DateTime, Utc};
 use runtime::projector::Projection;
+use runtime::sqltext::{esc, esc_all, unesc};
 use runtime::store::Stored;
 use sqlx::PgConnection;
 use std::collections::HashMap;
@@ -161,7 +162,7 @@ impl Projection for DhtProjection {
             .collect();
         if !cleared.is_empty() {
             sqlx::query("DELETE FROM shop.dht_items WHERE key = ANY($1)")
-                .bind(&cleared)
+                .bind(esc_all(&cleared))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -178,8 +179,8 @@ impl Projection for DhtProjection {
             // small, which would scan it).
             sqlx::query("DELETE FROM shop.dht_items d USING UNNEST($1::text[], $2::text[]) AS x(key, item_id) WHERE d.key = x.key AND d.item_id = x.item_id")
                 .persistent(false)
-                .bind(&dk)
-                .bind(&di)
+                .bind(esc_all(&dk))
+                .bind(esc_all(&di))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -228,7 +229,7 @@ impl Projection for DhtProjection {
                 "INSERT INTO shop.dht (key, hash_key, shard, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[]) \
                  ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq, shard = EXCLUDED.shard",
             )
-            .bind(&pk)
+            .bind(esc_all(&pk))
             .bind(&ph)
             .bind(&ps)
             .bind(&pq)
@@ -237,7 +238,7 @@ impl Projection for DhtProjection {
         }
         if !gone.is_empty() {
             sqlx::query("DELETE FROM shop.dht WHERE key = ANY($1)")
-                .bind(&gone)
+                .bind(esc_all(&gone))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -299,8 +300,8 @@ impl UpsertKind {
 
 #[derive(Default)]
 struct UpsertCols<'a> {
-    key: Vec<&'a str>,
-    item: Vec<&'a str>,
+    key: Vec<std::borrow::Cow<'a, str>>,
+    item: Vec<std::borrow::Cow<'a, str>>,
     n: Vec<i64>,
     offered: Vec<Option<i64>>,
     sale: Vec<Option<i64>>,
@@ -310,8 +311,8 @@ struct UpsertCols<'a> {
 
 impl<'a> UpsertCols<'a> {
     fn push(&mut self, key: &'a str, item: &'a str, op: &LineOp) {
-        self.key.push(key);
-        self.item.push(item);
+        self.key.push(esc(key));
+        self.item.push(esc(item));
         self.n.push(match op.count {
             Count::Delta(d) | Count::Absolute(d) => d,
         });
@@ -330,8 +331,9 @@ pub async fn read_cart(
     pool: &sqlx::PgPool,
     key: &str,
 ) -> Result<Option<schemas::shop::Cart>, sqlx::Error> {
+    let stored_key = esc(key);
     let Some(seq): Option<i64> = sqlx::query_scalar("SELECT seq FROM shop.dht WHERE key = $1")
-        .bind(key)
+        .bind(stored_key.as_ref())
         .fetch_optional(pool)
         .await?
     else {
@@ -341,14 +343,14 @@ pub async fn read_cart(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT item_id, item_count, offered_cents, sale_cents, sale_expiration FROM shop.dht_items WHERE key = $1 ORDER BY position, item_id",
     )
-    .bind(key)
+    .bind(stored_key.as_ref())
     .fetch_all(pool)
     .await?;
     let cart = crate::domain::Cart {
         lines: rows
             .into_iter()
             .map(|(item_id, count, offered, sale, sale_expiration)| Line {
-                item_id,
+                item_id: unesc(item_id),
                 count,
                 offered: Money(offered),
                 sale: sale.map(Money),

@@ -8,9 +8,6 @@
 
 use anyhow::Context as _;
 
-#[path = "../scaleout_bench.rs"]
-mod scaleout_bench;
-
 /// mimalloc: the command path allocates many small short-lived buffers (messages, JSON), which
 /// glibc's allocator served at about 6 % of the CPU under load (`BENCHMARKS.md`).
 #[global_allocator]
@@ -24,6 +21,8 @@ mod dfs;
 mod dispatch;
 #[path = "bench/engine.rs"]
 mod engine;
+#[path = "bench/scaleout.rs"]
+mod scaleout;
 
 use e2e::{Client, NatsServer, Services, TestDb};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -725,7 +724,7 @@ async fn run() -> anyhow::Result<()> {
     }
     if wanted("scaleout") {
         eprintln!("bench: scaleout ...");
-        match scaleout_bench::section().await {
+        match scaleout::section().await {
             Ok(text) => writeln!(out, "{text}\n")?,
             Err(e) => writeln!(out, "## scaleout\n\nthe scaleout benchmark failed: {e:#}\n")?,
         }

@@ -5,7 +5,6 @@ use super::runner::Runner;
 use super::Projection;
 use crate::store::{decode_event, Stored};
 use async_nats::jetstream;
-use std::sync::atomic::Ordering;
 
 /// Whether a PostgreSQL error is about the connection or the server's state (retry the batch)
 /// rather than about the batch's SQL (park the event at fault).
@@ -149,7 +148,7 @@ impl<P: Projection> Runner<P> {
             }
         }
         for (seq, m, reason) in &poison {
-            tracing::error!(projection = P::NAME, seq, reason = %reason, "parking an event that cannot be projected");
+            tracing::error!(projection = P::NAME, seq, subject = %m.subject, reason = %reason, "parking an event that cannot be projected: the read model no longer matches the stream");
             sqlx::query("INSERT INTO runtime.dead_letters (projection, seq, subject, payload, reason) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
                 .bind(P::NAME)
                 .bind(*seq as i64)
@@ -160,10 +159,12 @@ impl<P: Projection> Runner<P> {
                 .await?;
         }
         tx.commit().await?;
-        self.handle
-            .inner
-            .parked
-            .fetch_add(poison.len() as i64, Ordering::Relaxed);
+        self.handle.note_parked(
+            poison.len(),
+            poison
+                .last()
+                .map(|(seq, _, reason)| format!("seq {seq}: {reason}")),
+        );
         self.handle.set_checkpoint(part.last);
         Ok(Outcome::Committed(part.last))
     }

@@ -81,6 +81,8 @@ struct HandleInner {
     lag: AtomicI64,
     parked: AtomicI64,
     owner: AtomicBool,
+    /// Why the last event was parked (for health).
+    last_parked: std::sync::Mutex<Option<String>>,
 }
 
 impl ProjectionHandle {
@@ -103,7 +105,7 @@ impl ProjectionHandle {
         self.inner.lag.load(Ordering::Relaxed)
     }
 
-    /// Events parked in the dead-letter table by this process.
+    /// Events parked in the dead-letter table (those of earlier runs counted at start).
     #[must_use]
     pub fn parked(&self) -> i64 {
         self.inner.parked.load(Ordering::Relaxed)
@@ -113,6 +115,22 @@ impl ProjectionHandle {
     #[must_use]
     pub fn is_owner(&self) -> bool {
         self.inner.owner.load(Ordering::Relaxed)
+    }
+
+    /// Why the last event was parked: its sequence and the cause.
+    #[must_use]
+    pub fn last_parked(&self) -> Option<String> {
+        self.inner.last_parked.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Records events just parked (count and the last one's sequence and cause).
+    pub(crate) fn note_parked(&self, count: usize, last: Option<String>) {
+        self.inner.parked.fetch_add(count as i64, Ordering::Relaxed);
+        if let Some(last) = last {
+            if let Ok(mut g) = self.inner.last_parked.lock() {
+                *g = Some(last);
+            }
+        }
     }
 
     /// Whether the projection has reached the stream as it stood when it started.
@@ -244,8 +262,23 @@ pub async fn spawn<P: Projection>(
             lag: AtomicI64::new(start_seq as i64),
             parked: AtomicI64::new(0),
             owner: AtomicBool::new(false),
+            last_parked: std::sync::Mutex::new(None),
         }),
     };
+    // Events parked by an earlier run still make the read model diverge: health says so.
+    let (parked, last): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), (SELECT 'seq ' || seq || ': ' || reason FROM runtime.dead_letters WHERE projection = $1 ORDER BY seq DESC LIMIT 1) FROM runtime.dead_letters WHERE projection = $1",
+    )
+    .bind(P::NAME)
+    .fetch_one(&pool)
+    .await?;
+    handle.inner.parked.store(parked, Ordering::Relaxed);
+    if let Ok(mut g) = handle.inner.last_parked.lock() {
+        *g = last;
+    }
+    if parked > 0 {
+        tracing::error!(projection = P::NAME, parked, "the read model has parked events: it does not match the stream (see runtime.dead_letters, then `switchyard projections rebuild`)");
+    }
     let cp = handle.db_checkpoint().await?;
     handle.inner.checkpoint.send_replace(cp);
     handle
