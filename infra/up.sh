@@ -13,6 +13,7 @@ VAR="$ROOT/var"
 mkdir -p "$VAR"
 NATS_PORT=${SWITCHYARD_NATS_PORT:-14222}
 PG_PORT=${SWITCHYARD_PG_PORT:-15432}
+NATS_WS_PORT=${SWITCHYARD_NATS_WS_PORT:-$((NATS_PORT + 1))}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
@@ -51,11 +52,14 @@ if [ -n "${NATS_URL:-}" ] && reachable "$(url_host "$NATS_URL")" "$(url_port "$N
 else
   [ -n "${NATS_URL:-}" ] && say "NATS_URL=$NATS_URL is not reachable; starting a local one"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  NATS_WS_URL="ws://127.0.0.1:$NATS_WS_PORT"
   mkdir -p "$VAR/nats/js"
   if ! reachable 127.0.0.1 "$NATS_PORT"; then
     cat > "$VAR/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
 http: 127.0.0.1:$((NATS_PORT + 4000))
+# For the dashboard (a browser talks NATS itself): loopback only, so no TLS.
+websocket { listen: 127.0.0.1:$NATS_WS_PORT, no_tls: true }
 max_payload: 8MB
 # Room for a chunk server with 16 fanned-out 4 MiB chunks on their way (the default is 64MB).
 max_pending: 256MB
@@ -117,6 +121,7 @@ fi
 
 cat > "$VAR/env" <<ENV
 export NATS_URL="$NATS_URL"
+export NATS_WS_URL="${NATS_WS_URL:-}"
 export DATABASE_URL="$DATABASE_URL"
 export PATH="\$HOME/.cargo/bin:\$PATH"
 ENV

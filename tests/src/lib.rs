@@ -49,6 +49,8 @@ fn wait_for_port(port: u16, timeout: Duration) -> bool {
 /// A nats-server with JetStream (file store) of the test's own; killed on drop.
 pub struct NatsServer {
     pub port: u16,
+    /// The WebSocket listener (`no_tls`, loopback) for browser clients such as the dashboard.
+    pub ws_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -62,6 +64,7 @@ impl NatsServer {
         let dir = tempfile::tempdir()?;
         let mut s = Self {
             port: free_port(),
+            ws_port: free_port(),
             dir,
             child: None,
         };
@@ -78,6 +81,7 @@ impl NatsServer {
             }
             s.stop();
             s.port = free_port();
+            s.ws_port = free_port();
         }
         anyhow::bail!("nats-server did not stay up")
     }
@@ -86,6 +90,12 @@ impl NatsServer {
     #[must_use]
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:<ws_port>`: the WebSocket listener.
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
     }
 
     /// Starts the server again (same port, same store) after [`NatsServer::stop`].
@@ -99,8 +109,9 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
+                "listen: 127.0.0.1:{}\nwebsocket {{\n  listen: 127.0.0.1:{}\n  no_tls: true\n}}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n",
                 self.port,
+                self.ws_port,
                 self.dir.path().join("js").display()
             ),
         )?;
