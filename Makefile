@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build
+.PHONY: run test bench up down fmt lint build dashboard bench-dashboard
 
 up:
 	@bash infra/up.sh
@@ -15,8 +15,13 @@ build: up
 run: build
 	@bash infra/run.sh
 
-## The same set-up, then the whole test suite.
-test: up
+## The dashboard page (services/dashboard/dist): npm ci + vite build, Chromium for its tests.
+dashboard:
+	@bash services/dashboard/build.sh
+
+## The same set-up, then the whole test suite (the dashboard's Vitest unit tests first).
+test: up dashboard
+	@cd services/dashboard && npx vitest run
 	@$(ENV) if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -26,6 +31,10 @@ test: up
 ## Benchmarks (a program, not tests): prints Markdown tables.
 bench: up
 	@$(ENV) cargo run --release -p e2e --bin bench
+
+## Browser benchmark of the dashboard (a program): 1,000 carts x 5 positions/s + 50 pipelines.
+bench-dashboard: up dashboard
+	@$(ENV) cargo run --release -p e2e --bin dashboard-bench
 
 down:
 	@bash infra/down.sh

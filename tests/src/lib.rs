@@ -2,6 +2,8 @@
 //! database per test, services started in-process in their own tokio runtime (so a test can kill
 //! them like a process), and a client that talks to them only through NATS, as users do.
 
+pub mod browser;
+
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::Value;

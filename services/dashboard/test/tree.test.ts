@@ -63,13 +63,17 @@ describe('TreeTracker gap rule', () => {
     expect(t.version).toBe(9);
     expect((t.tree as any).state).toBe(9);
   });
-  it('a fetched tree still behind the buffer is another gap', () => {
+  it('a fetched tree still behind the buffer is reported, and the buffer does not outlive it', () => {
     const t = new TreeTracker();
     t.fetched(tree(1));
     t.offer(d(5));
     t.beginFetch();
     expect(t.fetched(tree(2))).toBe('gap');
-    expect(t.gaps).toBe(2);
+    expect(t.gaps).toBe(1);
+    // A bogus delta is gone after the fetch: the next real one applies.
+    t.beginFetch();
+    expect(t.fetched(tree(2))).toBe('applied');
+    expect(t.offer(d(3))).toBe('applied');
   });
   it('deltas before the first fetch wait for it', () => {
     const t = new TreeTracker();

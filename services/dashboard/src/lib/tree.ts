@@ -161,15 +161,21 @@ export class TreeTracker {
     this.fetching = true;
   }
 
-  /** The tree as `cluster.query.tree` returned it; buffered deltas after its version apply on top. */
+  /**
+   * The tree as `cluster.query.tree` returned it; the buffered deltas that follow its version apply
+   * on top. `gap` when a buffered delta is still ahead of it (the read model may be behind the live
+   * subject): the caller fetches again, a bounded number of times. Either way the buffer is
+   * emptied, so a delta that never fits (a bogus one) is not kept for ever.
+   */
   fetched(tree: Tree): Offer {
     this.fetching = false;
     this.tree = tree;
     const pending = this.buffer.filter((d) => d.version > this.version).sort((a, b) => a.version - b.version);
     this.buffer = [];
     for (const d of pending) {
-      const r = this.offer(d);
-      if (r === 'gap') return 'gap';
+      if (d.version === this.version) continue;
+      if (d.version !== this.version + 1) return 'gap';
+      if (this.offer(d) !== 'applied') return 'gap';
     }
     return 'applied';
   }
