@@ -10,8 +10,8 @@ const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`),
 const context = await launch();
 const page = context.pages()[0] ?? (await context.newPage());
 const errors = [];
-page.on('pageerror', (e) => errors.push(String(e)));
-page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+page.on('pageerror', (e) => { console.log(`page error: ${e}`); errors.push(String(e)); });
+page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') { console.log(`console ${m.type()}: ${m.text()}`); if (m.type() === 'error') errors.push(m.text()); } });
 const ranges = [];
 page.on('request', (r) => {
   if (r.url().includes('/files/') && r.headers()['range']) ranges.push(r.headers()['range']);
