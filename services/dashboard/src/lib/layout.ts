@@ -57,8 +57,9 @@ export function forceLayout(nodes: FNode[], edges: FEdge[], w = 900, h = 520, it
       const len = Math.max(0.01, Math.hypot(d.x, d.y));
       p.x += (d.x / len) * Math.min(len, t);
       p.y += (d.y / len) * Math.min(len, t);
-      p.x = Math.min(w - 20, Math.max(20, p.x));
-      p.y = Math.min(h - 20, Math.max(20, p.y));
+      // Room for the labels (centred below each node) inside the box.
+      p.x = Math.min(w - 45, Math.max(45, p.x));
+      p.y = Math.min(h - 25, Math.max(20, p.y));
     }
     t = Math.max(0.5, t * 0.985);
   }
