@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build dashboard bench-dashboard
+.PHONY: run test bench up down fmt lint build cluster-up cluster-down dashboard bench-dashboard
 
 up:
 	@bash infra/up.sh
@@ -29,8 +29,17 @@ test: up dashboard
 	fi
 
 ## Benchmarks (a program, not tests): prints Markdown tables.
+## The scaleout section runs real `switchyard run` processes: the release binary is built first.
 bench: up
-	@$(ENV) cargo run --release -p e2e --bin bench
+	@$(ENV) cargo build --release -p switchyard && cargo run --release -p e2e --bin bench
+
+## A 3-node NATS cluster (loopback, JetStream R3) beside PostgreSQL, with SWITCHYARD_PROCESSES
+## (default 3) `switchyard run` processes against it; see infra/cluster.sh and the README.
+cluster-up:
+	@bash infra/cluster.sh up
+
+cluster-down:
+	@bash infra/cluster.sh down
 
 ## Browser benchmark of the dashboard (a program): 1,000 carts x 5 positions/s + 50 pipelines.
 bench-dashboard: up dashboard

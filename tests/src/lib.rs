@@ -3,6 +3,7 @@
 //! them like a process), and a client that talks to them only through NATS, as users do.
 
 pub mod browser;
+pub mod nats_cluster;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -26,6 +27,71 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         dirs.extend(versions.into_iter().rev());
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The oldest nats-server the tests run against (`runtime::nats::MIN_SERVER_VERSION`).
+pub use runtime::nats::MIN_SERVER_VERSION;
+
+/// The nats-server the tests use: `$SWITCHYARD_NATS_SERVER`, else `<repo root>/var/bin/nats-server`
+/// (what `infra/up.sh` installs), else `nats-server` on PATH; one older than
+/// [`MIN_SERVER_VERSION`] is refused with a message saying how to get a current one.
+///
+/// # Errors
+/// None found, or the one found is too old.
+pub fn nats_server_bin() -> anyhow::Result<PathBuf> {
+    static FOUND: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| find_nats_server().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn find_nats_server() -> anyhow::Result<PathBuf> {
+    let min = runtime::nats::min_server_version();
+    let repo_var = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../var/bin/nats-server");
+    let bin = if let Some(p) = std::env::var_os("SWITCHYARD_NATS_SERVER").filter(|p| !p.is_empty())
+    {
+        PathBuf::from(p)
+    } else if repo_var.is_file() {
+        repo_var
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!("no nats-server found: run `bash infra/up.sh` (or `make test`), which installs {min} or newer into ./var/bin")
+            })?
+    };
+    check_nats_server(bin)
+}
+
+/// `bin` when it is a nats-server of at least [`MIN_SERVER_VERSION`].
+///
+/// # Errors
+/// It does not run, or it is older (the message names its version, the minimum and the fix).
+pub fn check_nats_server(bin: PathBuf) -> anyhow::Result<PathBuf> {
+    let min = runtime::nats::min_server_version();
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    match runtime::nats::parse_version(&version) {
+        Some(v) if v >= MIN_SERVER_VERSION => Ok(bin),
+        _ => anyhow::bail!(
+            "{} is nats-server {version:?}, older than {min}, the oldest Switchyard supports: run \
+             `bash infra/up.sh` (installs 2.15.1 into ./var/bin) or set SWITCHYARD_NATS_SERVER",
+            bin.display()
+        ),
+    }
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -105,8 +171,7 @@ impl NatsServer {
     /// # Errors
     /// It did not start.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        let bin = find_program("nats-server")
-            .context("nats-server not found: run `make test` (it installs it)")?;
+        let bin = nats_server_bin()?;
         let conf = self.dir.path().join("nats.conf");
         std::fs::write(
             &conf,
@@ -383,14 +448,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects.
+    /// Connects (`url` is one server or a comma-separated list, as `NATS_URL`).
     ///
     /// # Errors
     /// NATS unreachable.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let nats = async_nats::ConnectOptions::new()
             .request_timeout(Some(Duration::from_secs(15)))
-            .connect(url)
+            .connect(runtime::nats::server_addrs(url)?)
             .await?;
         Ok(Self { nats })
     }

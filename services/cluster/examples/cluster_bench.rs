@@ -19,14 +19,19 @@ async fn main() -> anyhow::Result<()> {
                 .port();
             let conf = dir.join("nats.conf");
             std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\" }}\n", dir.join("js").display()))?;
-            let bin = [
-                "/usr/sbin/nats-server",
-                "/usr/local/bin/nats-server",
-                "nats-server",
-            ]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("nats-server");
+            // As the tests find it: $SWITCHYARD_NATS_SERVER, else ./var/bin (infra/up.sh installs
+            // 2.15.1 there), else PATH; never Debian's /usr/sbin/nats-server 2.9.10.
+            let repo_bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../../var/bin/nats-server");
+            let bin = std::env::var("SWITCHYARD_NATS_SERVER")
+                .ok()
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| {
+                    if std::path::Path::new(repo_bin).exists() {
+                        repo_bin.to_string()
+                    } else {
+                        "nats-server".to_string()
+                    }
+                });
             child = Some(
                 Command::new(bin)
                     .arg("-c")

@@ -49,27 +49,18 @@ pub async fn spawn(
     pool: PgPool,
     instance: &str,
 ) -> anyhow::Result<()> {
-    // The bucket's stream is created with the KV layout directly: async-nats 0.51's own KV creation
-    // does not parse nats-server 2.9's account reply.
     let js = store.jetstream();
-    js.create_or_update_stream(async_nats::jetstream::stream::Config {
-        name: format!("KV_{LEASE_BUCKET}"),
-        subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        storage: async_nats::jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: async_nats::jetstream::stream::DiscardPolicy::New,
-        description: Some("which process publishes cluster.tree deltas (KV bucket)".into()),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the {LEASE_BUCKET} bucket: {e}"))?;
     let kv = js
-        .get_key_value(LEASE_BUCKET)
+        .create_or_update_key_value(async_nats::jetstream::kv::Config {
+            bucket: LEASE_BUCKET.into(),
+            description: "which process publishes cluster.tree deltas".into(),
+            history: 1,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: store.replicas().max(1),
+            ..Default::default()
+        })
         .await
-        .map_err(|e| anyhow::anyhow!("opening the {LEASE_BUCKET} bucket: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("creating the {LEASE_BUCKET} bucket: {e}"))?;
     let mut lease = Lease {
         kv,
         me: instance.to_string(),

@@ -134,7 +134,7 @@ pub async fn start(
         }
     };
     crate::domain::check_server_id(&id).map_err(|e| anyhow::anyhow!(e))?;
-    let store = EventStore::open(
+    let store = EventStore::open_existing(
         async_nats::jetstream::new(client.clone()),
         "dfs",
         crate::STREAM,

@@ -49,7 +49,7 @@ pub struct Coordinator {
 }
 
 /// The stream holding the repair lease: the last message on [`LEASE_SUBJECT`] (a key-value entry
-/// in all but name: async-nats 0.51's KV creation does not parse nats-server 2.9's reply).
+/// in all but name, built so for nats-server 2.9; still a plain stream, with `SWITCHYARD_REPLICAS`).
 const LEASE_STREAM: &str = "DFS_LEASE";
 /// The lease's subject.
 const LEASE_SUBJECT: &str = "dfs.lease.repair";
@@ -87,8 +87,9 @@ impl Coordinator {
         catalog: ProjectionHandle,
         settings: Settings,
     ) -> anyhow::Result<Self> {
-        ctx.js
-            .create_or_update_stream(async_nats::jetstream::stream::Config {
+        let lease = runtime::nats::ensure_stream(
+            &ctx.js,
+            async_nats::jetstream::stream::Config {
                 name: LEASE_STREAM.into(),
                 subjects: vec![LEASE_SUBJECT.into()],
                 max_messages_per_subject: 1,
@@ -96,14 +97,10 @@ impl Coordinator {
                 allow_direct: true,
                 description: Some("which dfs coordinator runs repairs".into()),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the {LEASE_STREAM} stream: {e}"))?;
-        let lease = ctx
-            .js
-            .get_stream(LEASE_STREAM)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the {LEASE_STREAM} stream: {e}"))?;
+            },
+            ctx.config.replicas,
+        )
+        .await?;
         let max_chunk = (ctx
             .client
             .server_info()

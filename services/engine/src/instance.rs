@@ -72,31 +72,26 @@ impl Settings {
     }
 }
 
-/// Opens (creating or updating) the KV bucket [`INSTANCES_BUCKET`]. The bucket's stream is created
-/// with the KV layout directly (`KV_<bucket>` over `$KV.<bucket>.>`, one message per key, rollups
-/// allowed): async-nats 0.51's own KV creation does not parse nats-server 2.9's account reply.
+/// Opens (creating or updating in place, `replicas` included) the KV bucket [`INSTANCES_BUCKET`]:
+/// one entry per key, entries older than 5 minutes dropped.
 ///
 /// # Errors
-/// JetStream not reachable.
-pub async fn membership_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
-    js.create_or_update_stream(jetstream::stream::Config {
-        name: format!("KV_{INSTANCES_BUCKET}"),
-        subjects: vec![format!("$KV.{INSTANCES_BUCKET}.>")],
-        max_messages_per_subject: 1,
+/// JetStream not reachable, or fewer servers than `replicas`.
+pub async fn membership_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: INSTANCES_BUCKET.into(),
+        description: "engine instance heartbeats".into(),
+        history: 1,
         max_age: Duration::from_secs(300),
         storage: jetstream::stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: jetstream::stream::DiscardPolicy::New,
-        description: Some("engine instance heartbeats (KV bucket)".into()),
+        num_replicas: replicas.max(1),
         ..Default::default()
     })
     .await
-    .map_err(|e| anyhow::anyhow!("creating the {INSTANCES_BUCKET} bucket: {e}"))?;
-    js.get_key_value(INSTANCES_BUCKET)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening the {INSTANCES_BUCKET} bucket: {e}"))
+    .map_err(|e| anyhow::anyhow!("creating the {INSTANCES_BUCKET} bucket (R{replicas}): {e}"))
 }
 
 /// Turns `config.instance` into an id that is a valid KV key and subject token, unique per start.
@@ -163,7 +158,7 @@ impl Engine {
     /// JetStream not reachable.
     pub async fn new(ctx: &Ctx, store: EventStore) -> anyhow::Result<Arc<Self>> {
         let settings = Settings::from_env();
-        let kv = membership_bucket(&ctx.js).await?;
+        let kv = membership_bucket(&ctx.js, ctx.config.replicas).await?;
         let impls = crate::drivers::builtin()
             .into_iter()
             .map(|d| (d.id(), d))

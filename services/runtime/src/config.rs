@@ -30,6 +30,9 @@ pub struct Config {
     pub instance: String,
     /// `SWITCHYARD_QUERY_WAIT_MS`: longest `min_seq` wait (default 5000).
     pub min_seq_wait: Duration,
+    /// `SWITCHYARD_REPLICAS`: replicas of every stream and KV bucket the runtime creates (1 or 3;
+    /// default 1). Durable consumers inherit their stream's.
+    pub replicas: usize,
 }
 
 const DEFAULT_LINGER_MS: u64 = 5;
@@ -95,6 +98,7 @@ impl Config {
             instance: var("SWITCHYARD_INSTANCE")
                 .unwrap_or_else(|| format!("switchyard-{}", std::process::id())),
             min_seq_wait: Duration::from_millis(parse("SWITCHYARD_QUERY_WAIT_MS", 5000)?),
+            replicas: crate::nats::replicas_from_env()?,
         })
     }
 
@@ -114,6 +118,7 @@ impl Config {
             projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
             instance: format!("test-{}", uuid::Uuid::now_v7()),
             min_seq_wait: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }

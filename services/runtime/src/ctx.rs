@@ -20,16 +20,18 @@ pub struct Ctx {
 }
 
 /// Connects to NATS with the options every process uses (retry on initial connect, reconnect for ever).
+/// `url` is one server or a comma-separated list (`NATS_URL`).
 ///
 /// # Errors
-/// NATS unreachable.
+/// NATS unreachable, or `url` does not parse.
 pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let addrs = crate::nats::server_addrs(url)?;
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)))
-        .connect(url)
+        .connect(addrs)
         .await
         .with_context(|| format!("connecting to NATS at {url}"))
 }
@@ -46,10 +48,15 @@ impl Ctx {
         )
         .await
         .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 30 s", config.nats_url))??;
+        let info =
+            crate::nats::wait_server_info(&client, &config.nats_url, Duration::from_secs(30))
+                .await?;
+        crate::nats::check_server_version(&config.nats_url, &info.version)?;
+        tracing::info!(server = %info.server_name, version = %info.version, "connected to NATS");
         let js = jetstream::new(client.clone());
         let pool = crate::db::connect(&config.database_url, Duration::from_secs(30)).await?;
         crate::db::migrate_runtime(&pool).await?;
-        let idem = Idempotency::open(&js).await?;
+        let idem = Idempotency::open(&js, config.replicas).await?;
         Ok(Self {
             config,
             client,
@@ -65,7 +72,7 @@ impl Ctx {
     /// # Errors
     /// JetStream unreachable.
     pub async fn event_store(&self, domain: &str, stream: &str) -> anyhow::Result<EventStore> {
-        EventStore::open(self.js.clone(), domain, stream).await
+        EventStore::open(self.js.clone(), domain, stream, self.config.replicas).await
     }
 
     /// A repository of aggregates of type `A` over `store`.

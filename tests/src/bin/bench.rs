@@ -4,9 +4,12 @@
 //! baselines measured in the same run.
 //!
 //! Settings: `SWITCHYARD_BENCH_REPS` (default 100), `SWITCHYARD_BENCH_SHARDS` (default
-//! `1,10,100,1000,10000`), `SWITCHYARD_BENCH_ONLY` (comma list of sections: shop,dispatch,engine,cluster,dfs).
+//! `1,10,100,1000,10000`), `SWITCHYARD_BENCH_ONLY` (comma list of sections: shop,dispatch,engine,cluster,dfs,scaleout).
 
 use anyhow::Context as _;
+
+#[path = "../scaleout_bench.rs"]
+mod scaleout_bench;
 
 /// mimalloc: the command path allocates many small short-lived buffers (messages, JSON), which
 /// glibc's allocator served at about 6 % of the CPU under load (`BENCHMARKS.md`).
@@ -708,6 +711,13 @@ async fn run() -> anyhow::Result<()> {
         match section {
             Ok(text) => writeln!(out, "{text}\n")?,
             Err(e) => writeln!(out, "## {name}\n\nthe {name} benchmark failed: {e:#}\n")?,
+        }
+    }
+    if wanted("scaleout") {
+        eprintln!("bench: scaleout ...");
+        match scaleout_bench::section().await {
+            Ok(text) => writeln!(out, "{text}\n")?,
+            Err(e) => writeln!(out, "## scaleout\n\nthe scaleout benchmark failed: {e:#}\n")?,
         }
     }
     println!("{out}");
