@@ -85,12 +85,17 @@ pub fn run_spec(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().context("starting node (Node.js 20 is needed)")?;
+    let mut child = cmd
+        .spawn()
+        .context("starting node (Node.js 20 is needed)")?;
     let mut stdin = child.stdin.take().context("spec stdin")?;
     let stdout = child.stdout.take().context("spec stdout")?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -102,7 +107,10 @@ pub fn run_spec(
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!("{spec} did not finish in {timeout:?}; its output:\n{}", out.join("\n"));
+            anyhow::bail!(
+                "{spec} did not finish in {timeout:?}; its output:\n{}",
+                out.join("\n")
+            );
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {

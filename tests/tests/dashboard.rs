@@ -36,11 +36,26 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
 
     // engine: two displays in a system.
     for m in ["dash-disp-1", "dash-disp-2"] {
-        cmd(&c, "engine.cmd.add-module", json!({"module_id": m, "driver_id": "display", "name": "Display"})).await;
+        cmd(
+            &c,
+            "engine.cmd.add-module",
+            json!({"module_id": m, "driver_id": "display", "name": "Display"}),
+        )
+        .await;
     }
-    cmd(&c, "engine.cmd.set-system", json!({"system_id": "dash-sys", "modules": ["dash-disp-1", "dash-disp-2"]})).await;
+    cmd(
+        &c,
+        "engine.cmd.set-system",
+        json!({"system_id": "dash-sys", "modules": ["dash-disp-1", "dash-disp-2"]}),
+    )
+    .await;
     // cluster: a manager with two workers, no graph yet (the spec commits it).
-    cmd(&c, "cluster.cmd.start-manager", json!({"manager_id": "dash-m1", "ip": "10.0.0.1", "port": 9000})).await;
+    cmd(
+        &c,
+        "cluster.cmd.start-manager",
+        json!({"manager_id": "dash-m1", "ip": "10.0.0.1", "port": 9000}),
+    )
+    .await;
     for (id, name) in [("w1", "camera-host"), ("w2", "gpu-host")] {
         cmd(&c, "cluster.cmd.connect-worker", json!({"manager_id": "dash-m1", "worker": {"id": id, "name": name, "ip": "10.0.0.2", "port": 9100}})).await;
     }
@@ -76,16 +91,19 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
     ];
     let nats = &mut env.nats;
     let spec = tokio::task::block_in_place(|| {
-        browser::run_spec("dashboard.spec.mjs", &vars, Duration::from_secs(240), |command| {
-            match command {
+        browser::run_spec(
+            "dashboard.spec.mjs",
+            &vars,
+            Duration::from_secs(240),
+            |command| match command {
                 "STOP_NATS" => {
                     nats.stop();
                     Ok(())
                 }
                 "START_NATS" => nats.restart(),
                 other => anyhow::bail!("unknown command {other}"),
-            }
-        })
+            },
+        )
     });
     sim.abort();
     drop(services);

@@ -217,7 +217,8 @@ impl Publisher {
         let mut dirty = Dirty::default();
         let mut due: Option<tokio::time::Instant> = None;
         loop {
-            let wait = due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let wait =
+                due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 m = messages.next() => {
                     let Some(m) = m else { anyhow::bail!("the ordered consumer ended") };
@@ -302,7 +303,10 @@ impl Publisher {
             .await
             .is_err()
         {
-            tracing::debug!(seq = dirty.seq, "dfs live: the catalog is behind; publishing what it has");
+            tracing::debug!(
+                seq = dirty.seq,
+                "dfs live: the catalog is behind; publishing what it has"
+            );
         }
         for server in &dirty.via_servers {
             let files: Vec<String> = sqlx::query_scalar(
@@ -328,7 +332,10 @@ impl Publisher {
             match file_replicas(&self.pool, file_id, dirty.seq).await {
                 Ok(Some(f)) => {
                     if let Ok(body) = serde_json::to_vec(&f) {
-                        let _ = self.client.publish(file_subject(file_id), body.into()).await;
+                        let _ = self
+                            .client
+                            .publish(file_subject(file_id), body.into())
+                            .await;
                     }
                 }
                 Ok(None) => {}

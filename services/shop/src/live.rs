@@ -33,9 +33,10 @@ type Recent = Arc<Mutex<VecDeque<LiveCheckout>>>;
 /// # Errors
 /// PostgreSQL failed.
 pub async fn dht_stats(pool: &sqlx::PgPool, shards: u32) -> Result<DhtStatsReply, sqlx::Error> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
+            .fetch_all(pool)
+            .await?;
     let mut keys_per_shard = vec![0u64; shards as usize];
     for (shard, n) in rows {
         if let Some(slot) = keys_per_shard.get_mut(shard as usize) {
@@ -185,7 +186,10 @@ impl Publisher {
             .await
             .is_err()
         {
-            tracing::debug!(seq, "dht stats: the projection is behind; publishing what it has");
+            tracing::debug!(
+                seq,
+                "dht stats: the projection is behind; publishing what it has"
+            );
         }
         match dht_stats(&self.pool, self.shards).await {
             Ok(s) => {

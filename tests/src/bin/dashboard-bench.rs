@@ -43,15 +43,30 @@ async fn ok(c: &Client, subject: &str, body: Value) -> anyhow::Result<Value> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
-    let carts: usize = std::env::var("SWITCHYARD_DASH_BENCH_CARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let managers: usize = std::env::var("SWITCHYARD_DASH_BENCH_MANAGERS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let hz: f64 = std::env::var("SWITCHYARD_DASH_BENCH_HZ").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
-    let secs: u64 = std::env::var("SWITCHYARD_DASH_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let carts: usize = std::env::var("SWITCHYARD_DASH_BENCH_CARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let managers: usize = std::env::var("SWITCHYARD_DASH_BENCH_MANAGERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let hz: f64 = std::env::var("SWITCHYARD_DASH_BENCH_HZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let secs: u64 = std::env::var("SWITCHYARD_DASH_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     browser::check_prerequisites()?;
     let env = TestEnv::new().await?;
     let dir = tempfile::tempdir()?;
     std::env::set_var("NATS_WS_URL", env.nats.ws_url());
-    std::env::set_var("SWITCHYARD_DASHBOARD_DIR", browser::dashboard_dir().join("dist"));
+    std::env::set_var(
+        "SWITCHYARD_DASHBOARD_DIR",
+        browser::dashboard_dir().join("dist"),
+    );
     let mut config = env.config();
     config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
     let services = e2e::Services::start(config, &[]).await?;
@@ -97,22 +112,38 @@ async fn main() -> anyhow::Result<()> {
 
     let sims: Vec<_> = (0..managers)
         .map(|i| {
-            let sim = cluster::sim::Sim::new(c.nats.clone(), &format!("bench-pipe-{i}"), Duration::from_millis(100));
-            tokio::spawn(async move { let _ = sim.run(0).await; })
+            let sim = cluster::sim::Sim::new(
+                c.nats.clone(),
+                &format!("bench-pipe-{i}"),
+                Duration::from_millis(100),
+            );
+            tokio::spawn(async move {
+                let _ = sim.run(0).await;
+            })
         })
         .collect();
 
     let sent: Arc<Mutex<HashMap<u64, f64>>> = Arc::default();
     let counts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handle = tokio::runtime::Handle::current();
-    let vars = vec![("DASH_URL", format!("http://{http}/?perf=1#dispatch")), ("CARTS", carts.to_string())];
-    let routes = routes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let vars = vec![
+        ("DASH_URL", format!("http://{http}/?perf=1#dispatch")),
+        ("CARTS", carts.to_string()),
+    ];
+    let routes = routes
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     let mut achieved = 0.0;
     let out = tokio::task::block_in_place(|| {
-        browser::run_spec("bench.spec.mjs", &vars, Duration::from_secs(secs + 240), |command| {
-            anyhow::ensure!(command == "LOAD", "unknown command {command}");
-            let start = Instant::now();
-            handle.block_on(async {
+        browser::run_spec(
+            "bench.spec.mjs",
+            &vars,
+            Duration::from_secs(secs + 240),
+            |command| {
+                anyhow::ensure!(command == "LOAD", "unknown command {command}");
+                let start = Instant::now();
+                handle.block_on(async {
                 let mut tasks = tokio::task::JoinSet::new();
                 for (cart, route) in routes.clone() {
                     let (c, sent, counts) = (c.clone(), sent.clone(), counts.clone());
@@ -139,26 +170,57 @@ async fn main() -> anyhow::Result<()> {
                 }
                 while tasks.join_next().await.is_some() {}
             });
-            achieved = counts.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-            Ok(())
-        })
+                achieved = counts.load(std::sync::atomic::Ordering::Relaxed) as f64
+                    / start.elapsed().as_secs_f64();
+                Ok(())
+            },
+        )
     })?;
-    for s in sims { s.abort(); }
-    let line = out.iter().find_map(|l| l.strip_prefix("PERF ")).ok_or_else(|| anyhow::anyhow!("the spec gave no PERF line"))?;
+    for s in sims {
+        s.abort();
+    }
+    let line = out
+        .iter()
+        .find_map(|l| l.strip_prefix("PERF "))
+        .ok_or_else(|| anyhow::anyhow!("the spec gave no PERF line"))?;
     let perf: Value = serde_json::from_str(line)?;
     let mut frames: Vec<f64> = serde_json::from_value(perf["frames"].clone())?;
     let mut flush: Vec<f64> = serde_json::from_value(perf["flushMs"].clone())?;
     let painted: Vec<(u64, f64)> = serde_json::from_value(perf["painted"].clone())?;
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let mut lag: Vec<f64> = painted.iter().filter_map(|(seq, at)| sent.get(seq).map(|s| at - s)).collect();
+    let mut lag: Vec<f64> = painted
+        .iter()
+        .filter_map(|(seq, at)| sent.get(seq).map(|s| at - s))
+        .collect();
     let received = perf["received"].as_f64().unwrap_or(0.0);
     println!("\n### Dashboard in the browser ({carts} carts x {hz} positions/s, {managers} pipeline simulators, {secs} s, headless Chromium)\n");
     println!("| figure | value | aim |\n|---|---|---|");
-    println!("| position commands sent and acknowledged | {achieved:.0}/s (asked {:.0}/s) | 5,000/s |", carts as f64 * hz);
-    println!("| cart updates received by the page | {:.0}/s | |", received / secs as f64);
-    println!("| frame interval p50 / p95 / max | {:.1} / {:.1} / {:.1} ms ({} frames) | p95 < 20 ms |", pct(&mut frames, 0.5), pct(&mut frames, 0.95), pct(&mut frames, 1.0), frames.len());
-    println!("| JS per coalesced flush p50 / p95 | {:.2} / {:.2} ms | |", pct(&mut flush, 0.5), pct(&mut flush, 0.95));
-    println!("| publish-to-paint lag p50 / p95 ({} updates matched) | {:.0} / {:.0} ms | p95 < 100 ms |", lag.len(), pct(&mut lag, 0.5), pct(&mut lag, 0.95));
+    println!(
+        "| position commands sent and acknowledged | {achieved:.0}/s (asked {:.0}/s) | 5,000/s |",
+        carts as f64 * hz
+    );
+    println!(
+        "| cart updates received by the page | {:.0}/s | |",
+        received / secs as f64
+    );
+    println!(
+        "| frame interval p50 / p95 / max | {:.1} / {:.1} / {:.1} ms ({} frames) | p95 < 20 ms |",
+        pct(&mut frames, 0.5),
+        pct(&mut frames, 0.95),
+        pct(&mut frames, 1.0),
+        frames.len()
+    );
+    println!(
+        "| JS per coalesced flush p50 / p95 | {:.2} / {:.2} ms | |",
+        pct(&mut flush, 0.5),
+        pct(&mut flush, 0.95)
+    );
+    println!(
+        "| publish-to-paint lag p50 / p95 ({} updates matched) | {:.0} / {:.0} ms | p95 < 100 ms |",
+        lag.len(),
+        pct(&mut lag, 0.5),
+        pct(&mut lag, 0.95)
+    );
     drop(services);
     Ok(())
 }
