@@ -134,6 +134,7 @@ pub struct RecentCheckouts {
 pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
     use crate::catalogue::Kind::*;
     use crate::doc;
+    use crate::shop::DhtStatsReply;
     vec![
         doc!("dfs.live.servers", Live, "Every chunk server (alive, chunks, bytes) after any server or replica change (an addition for dashboards).", DfsServers),
         doc!("dfs.live.file.{file_id}", Live, "A file's chunks and the servers holding each, after any change to them; deleted: true last (an addition).", FileReplicas),
@@ -141,7 +142,7 @@ pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
         doc!("dfs.query.servers", Query, "Every chunk server with liveness, chunk count and bytes (an addition).", DfsServersQuery => DfsServers),
         doc!("dfs.query.file-replicas", Query, "A file's chunks with the servers holding each and the under-replicated count; unknown file not_found (an addition).", FileReplicasQuery => FileReplicas),
         doc!("shop.live.checkouts", Live, "Each checkout as it is recorded (an addition for dashboards).", LiveCheckout),
-        doc!("shop.live.dht-stats", Live, "Keys per shard, at most twice a second while carts change and once after the last change (an addition).", crate::shop::DhtStatsReply),
+        doc!("shop.live.dht-stats", Live, "Keys per shard, at most twice a second while carts change and once after the last change (an addition).", DhtStatsReply),
         doc!("shop.query.checkouts", Query, "The latest checkouts, newest first (limit 1..=200, default 50; an addition).", CheckoutsQuery => RecentCheckouts),
     ]
 }
