@@ -90,10 +90,11 @@ async fn main() -> anyhow::Result<()> {
             ok(&c, "dispatch.cmd.register-cart", json!({"cart_id": cart, "home": home})).await?;
             ok(&c, "dispatch.cmd.register-ssd", json!({"ssd_id": format!("bench-ssd-{i}"), "cart_id": cart, "capacity_bytes": 1u64 << 40, "health": "ok"})).await?;
             ok(&c, "dispatch.cmd.put-dataset", json!({"ssd_id": format!("bench-ssd-{i}"), "dataset": format!("bench-ds-{i}"), "size_bytes": 1u64 << 30})).await?;
-            ok(&c, "dispatch.cmd.request-datasets", json!({"server_id": dock, "datasets": [format!("bench-ds-{i}")]})).await?;
+            let req = ok(&c, "dispatch.cmd.request-datasets", json!({"server_id": dock, "datasets": [format!("bench-ds-{i}")]})).await?;
+            let seq = req["seq"].as_u64().unwrap_or(0);
             // Wait for the reservation, then depart.
             for _ in 0..100 {
-                let info = ok(&c, "dispatch.query.cart", json!({"cart_id": cart})).await?;
+                let info = ok(&c, "dispatch.query.cart", json!({"cart_id": cart, "min_seq": seq})).await?;
                 if info["status"] == "QUEUE" {
                     let route: Vec<String> = serde_json::from_value(info["route"].clone()).unwrap_or_default();
                     routes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(cart.clone(), route);
