@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build cluster-up cluster-down fuzz
+.PHONY: run test bench up down fmt lint build cluster-up cluster-down fuzz dashboard bench-dashboard
 
 up:
 	@bash infra/up.sh
@@ -15,9 +15,14 @@ build: up
 run: build
 	@bash infra/run.sh
 
-## The same set-up, then the whole test suite.
+## The dashboard page (services/dashboard/dist): npm ci + vite build, Chromium for its tests.
+dashboard:
+	@bash services/dashboard/build.sh
+
+## The same set-up, then the whole test suite (the dashboard's Vitest unit tests first).
 ## The fault tests run the real `switchyard` binary: it is built first (the harness rebuilds it if stale).
-test: up
+test: up dashboard
+	@cd services/dashboard && npx vitest run
 	@$(ENV) cargo build -q -p switchyard --bin switchyard
 	@$(ENV) if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
@@ -37,6 +42,10 @@ cluster-up:
 
 cluster-down:
 	@bash infra/cluster.sh down
+
+## Browser benchmark of the dashboard (a program): 1,000 carts x 5 positions/s + 50 pipelines.
+bench-dashboard: up dashboard
+	@$(ENV) cargo run --release -p e2e --bin dashboard-bench
 
 down:
 	@bash infra/down.sh

@@ -9,6 +9,8 @@ BIN=${SWITCHYARD_BIN:-./target/release/switchyard}
 export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
 export SWITCHYARD_DFS_DIR=${SWITCHYARD_DFS_DIR:-$ROOT/var/dfs}
 mkdir -p var/log
+# The dashboard page, built when missing (the gateway serves it at /).
+bash services/dashboard/build.sh || echo "the dashboard could not be built (Node.js 20 and npm are needed); the services run without it"
 "$BIN" run > var/log/switchyard.log 2>&1 &
 RUN_PID=$!
 echo "$RUN_PID" > var/switchyard.pids
@@ -25,6 +27,7 @@ cat <<INFO
 Switchyard is running.
   NATS:        $NATS_URL
   PostgreSQL:  $DATABASE_URL
+  Dashboard:   http://$HTTP_ADDR/   (the browser talks NATS at ${NATS_WS_URL:-<NATS_WS_URL not set>})
   HTTP:        http://$HTTP_ADDR   (REST routes of the shop, /request-datasets, /files/{id}, /health)
   logs:        var/log/  (switchyard.log, sim-carts.log, sim-pipeline.log)
 

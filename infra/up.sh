@@ -24,6 +24,7 @@ PG_PORT=${SWITCHYARD_PG_PORT:-15432}
 NATS_SYNC=${SWITCHYARD_NATS_SYNC:-2m}
 # The monitoring port (/varz, /jsz): SWITCHYARD_NATS_HTTP_PORT, default the NATS port + 4000.
 NATS_HTTP_PORT=${SWITCHYARD_NATS_HTTP_PORT:-$((NATS_PORT + 4000))}
+NATS_WS_PORT=${SWITCHYARD_NATS_WS_PORT:-$((NATS_PORT + 1))}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
@@ -98,6 +99,7 @@ if [ -n "${NATS_URL:-}" ] && nats_reachable "$NATS_URL"; then
 else
   [ -n "${NATS_URL:-}" ] && say "NATS_URL=$NATS_URL is not reachable; starting a local one"
   NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  NATS_WS_URL="ws://127.0.0.1:$NATS_WS_PORT"
   mkdir -p "$VAR/nats/js"
   # Accounts, users and permissions (infra/auth.sh); SWITCHYARD_NATS_AUTH=off runs without them.
   AUTH_INCLUDE=""
@@ -119,6 +121,8 @@ else
     cat > "$VAR/nats/nats.conf" <<CONF
 listen: 127.0.0.1:$NATS_PORT
 http: 127.0.0.1:$NATS_HTTP_PORT
+# For the dashboard (a browser talks NATS itself): loopback only, so no TLS.
+websocket { listen: 127.0.0.1:$NATS_WS_PORT, no_tls: true }
 max_payload: 8MB
 # Room for a chunk server with 16 fanned-out 4 MiB chunks on their way (the default is 64MB).
 max_pending: 256MB
@@ -185,6 +189,7 @@ fi
 
 cat > "$VAR/env" <<ENV
 export NATS_URL="$NATS_URL"
+export NATS_WS_URL="${NATS_WS_URL:-}"
 export DATABASE_URL="$DATABASE_URL"
 export PATH="$VAR/bin:\$HOME/.cargo/bin:\$PATH"
 export SWITCHYARD_NATS_SERVER="$NATS_BIN"

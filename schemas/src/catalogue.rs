@@ -84,6 +84,7 @@ pub fn all() -> Vec<SubjectDoc> {
     all.extend(crate::engine::subjects());
     all.extend(crate::cluster::subjects());
     all.extend(crate::dfs::subjects());
+    all.extend(crate::live::subjects());
     all
 }
 

@@ -12,6 +12,7 @@ pub mod common;
 pub mod dfs;
 pub mod dispatch;
 pub mod engine;
+pub mod live;
 pub mod shop;
 pub mod sys;
 

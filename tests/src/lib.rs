@@ -2,6 +2,7 @@
 //! database per test, services started in-process in their own tokio runtime (so a test can kill
 //! them like a process), and a client that talks to them only through NATS, as users do.
 
+pub mod browser;
 pub mod cluster;
 pub mod history;
 pub mod load;
@@ -121,6 +122,8 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 /// A nats-server with JetStream (file store) of the test's own; killed on drop.
 pub struct NatsServer {
     pub port: u16,
+    /// The WebSocket listener (`no_tls`, loopback) for browser clients such as the dashboard.
+    pub ws_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
     /// Appended to the generated config (e.g. `include auth.conf`).
@@ -159,6 +162,7 @@ impl NatsServer {
     fn start_in(dir: tempfile::TempDir, extra_conf: String) -> anyhow::Result<Self> {
         let mut s = Self {
             port: free_port(),
+            ws_port: free_port(),
             dir,
             child: None,
             extra_conf,
@@ -176,6 +180,7 @@ impl NatsServer {
             }
             s.stop();
             s.port = free_port();
+            s.ws_port = free_port();
         }
         anyhow::bail!("nats-server did not stay up")
     }
@@ -184,6 +189,12 @@ impl NatsServer {
     #[must_use]
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:<ws_port>`: the WebSocket listener.
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
     }
 
     /// Starts the server again (same port, same store) after [`NatsServer::stop`].
@@ -196,8 +207,9 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n{}",
+                "listen: 127.0.0.1:{}\nwebsocket {{\n  listen: 127.0.0.1:{}\n  no_tls: true\n}}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n{}",
                 self.port,
+                self.ws_port,
                 self.dir.path().join("js").display(),
                 self.extra_conf
             ),

@@ -23,6 +23,7 @@ pub mod disk;
 pub mod domain;
 pub mod fanout;
 pub mod http;
+pub mod live;
 pub mod projection;
 pub mod queries;
 pub mod settings;
@@ -55,6 +56,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     )
     .await?;
     ctx.health.projection("dfs", catalog.clone());
+    live::start(ctx, catalog.clone()).await?;
     let coordinator = coordinator::Coordinator::start(ctx, store, catalog, settings).await?;
     let mut ids = Vec::new();
     for n in 1..=ctx.config.dfs_servers {

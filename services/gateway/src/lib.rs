@@ -11,6 +11,8 @@ use runtime::client::{camel_case, request_json, JsonReply};
 use runtime::Ctx;
 use serde_json::{json, Value};
 
+pub mod dashboard;
+
 /// Turns a NATS reply into an HTTP response (status from the error code, camelCase body).
 #[must_use]
 pub fn respond(reply: JsonReply) -> Response {
@@ -135,6 +137,7 @@ pub fn router(client: async_nats::Client) -> Router {
         .with_state(client.clone())
         .merge(dispatch::routes(client.clone()))
         .merge(dfs::routes(client))
+        .merge(dashboard::routes(dashboard::Settings::from_env()))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

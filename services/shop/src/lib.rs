@@ -8,6 +8,7 @@
 //! Events go to stream `SHOP` on `shop.events.cart.<customer token>` (see `schemas::encode_token`).
 
 pub mod domain;
+pub mod live;
 pub mod projection;
 pub mod wire;
 
@@ -196,6 +197,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         }
     })
     .await?;
+    live::start(ctx, &ep, shop.dht.clone(), shards).await?;
     ctx.health.started("shop");
     Ok(())
 }

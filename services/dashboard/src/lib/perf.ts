@@ -1,0 +1,44 @@
+// Measurement hooks for the browser benchmark (`make bench-dashboard`), on when the page's URL has
+// `?perf=1`: frame intervals from a requestAnimationFrame loop, the JS time each coalesced flush
+// took, and the wall-clock time at which each cart update (by its `seq`) reached the screen (the
+// start of the frame after the one that applied it: the applied frame has been painted by then).
+
+const on = typeof location !== 'undefined' && new URLSearchParams(location.search).get('perf') === '1';
+const MAX = 200_000;
+
+export const perf = {
+  on,
+  frames: [] as number[],
+  flushMs: [] as number[],
+  /** [seq, wall-clock ms painted] */
+  painted: [] as Array<[number, number]>,
+  received: 0,
+  started: false,
+  start(): void {
+    if (!on || this.started) return;
+    this.started = true;
+    let last = performance.now();
+    const loop = (t: number) => {
+      if (this.frames.length < MAX) this.frames.push(t - last);
+      last = t;
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+  },
+  flushed(ms: number, seqs: number[]): void {
+    if (!on) return;
+    if (this.flushMs.length < MAX) this.flushMs.push(ms);
+    requestAnimationFrame(() => {
+      const now = performance.timeOrigin + performance.now();
+      for (const s of seqs) if (this.painted.length < MAX) this.painted.push([s, now]);
+    });
+  },
+  reset(): void {
+    this.frames = [];
+    this.flushMs = [];
+    this.painted = [];
+    this.received = 0;
+  },
+};
+
+if (on && typeof window !== 'undefined') (window as any).__dashPerf = perf;

@@ -1,0 +1,203 @@
+//! Live subjects for dashboards (additions, `schemas::live`): `shop.live.checkouts` (each checkout as
+//! it is recorded), `shop.live.dht-stats` (keys per shard, at most twice a second while carts change
+//! and once after the last change) and the query `shop.query.checkouts` (the latest checkouts this
+//! process has seen since it started, newest first, at most [`KEEP`]).
+//!
+//! A task follows stream `SHOP` with an ordered consumer of its own from the stream's end. Every
+//! process publishes (several processes publish the same checkout; each message is complete in
+//! itself, so a dashboard keys them by `order_id`).
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use futures::StreamExt as _;
+use runtime::service::Endpoints;
+use runtime::ServiceError;
+use schemas::live::{CheckoutsQuery, LiveCheckout, RecentCheckouts};
+use schemas::shop::{DhtStatsReply, ShopEvent};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Checkouts kept for `shop.query.checkouts`.
+pub const KEEP: usize = 200;
+/// Subject of each checkout.
+pub const CHECKOUTS: &str = "shop.live.checkouts";
+/// Subject of the keys-per-shard histogram.
+pub const DHT_STATS: &str = "shop.live.dht-stats";
+/// Shortest time between two `shop.live.dht-stats` messages.
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+type Recent = Arc<Mutex<VecDeque<LiveCheckout>>>;
+
+/// Keys per shard from the read model.
+///
+/// # Errors
+/// PostgreSQL failed.
+pub async fn dht_stats(pool: &sqlx::PgPool, shards: u32) -> Result<DhtStatsReply, sqlx::Error> {
+    let rows: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
+            .fetch_all(pool)
+            .await?;
+    let mut keys_per_shard = vec![0u64; shards as usize];
+    for (shard, n) in rows {
+        if let Some(slot) = keys_per_shard.get_mut(shard as usize) {
+            *slot = n as u64;
+        }
+    }
+    Ok(DhtStatsReply {
+        shards,
+        keys_per_shard,
+    })
+}
+
+/// Adds `shop.query.checkouts` to the shop's endpoints and starts the live publisher.
+///
+/// # Errors
+/// The endpoint could not be added.
+pub async fn start(
+    ctx: &runtime::Ctx,
+    ep: &Endpoints,
+    dht: runtime::projector::ProjectionHandle,
+    shards: u32,
+) -> anyhow::Result<()> {
+    let recent: Recent = Arc::new(Mutex::new(VecDeque::new()));
+    let r = recent.clone();
+    ep.add("shop.query.checkouts", move |req| {
+        let r = r.clone();
+        async move {
+            let q: CheckoutsQuery = req.decode()?;
+            let limit = q.limit.unwrap_or(50);
+            if !(1..=KEEP as u32).contains(&limit) {
+                return Err(ServiceError::invalid(format!(
+                    "limit must be 1..={KEEP}, got {limit}"
+                )));
+            }
+            let checkouts = r
+                .lock()
+                .map(|g| g.iter().take(limit as usize).cloned().collect())
+                .unwrap_or_default();
+            Ok(RecentCheckouts { checkouts })
+        }
+    })
+    .await?;
+    let publisher = Publisher {
+        js: async_nats::jetstream::new(ctx.client.clone()),
+        client: ctx.client.clone(),
+        pool: ctx.pool.clone(),
+        dht,
+        shards,
+        recent,
+    };
+    tokio::spawn(publisher.run());
+    Ok(())
+}
+
+struct Publisher {
+    js: async_nats::jetstream::Context,
+    client: async_nats::Client,
+    pool: sqlx::PgPool,
+    dht: runtime::projector::ProjectionHandle,
+    shards: u32,
+    recent: Recent,
+}
+
+impl Publisher {
+    async fn run(self) {
+        let mut start = None;
+        loop {
+            if let Err(e) = self.follow(&mut start).await {
+                tracing::warn!(error = %format!("{e:#}"), "shop live publisher interrupted; resuming");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Follows the stream from `start` (its end the first time), updating `start` as it goes.
+    async fn follow(&self, start: &mut Option<u64>) -> anyhow::Result<()> {
+        let stream = self.js.get_stream(crate::STREAM).await?;
+        let deliver_policy = match *start {
+            Some(s) => DeliverPolicy::ByStartSequence { start_sequence: s },
+            None => DeliverPolicy::New,
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy,
+                description: Some("shop live publisher".into()),
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        // The newest sequence a stats message must include, when one is due.
+        let mut stats_due: Option<u64> = None;
+        let mut last_stats = tokio::time::Instant::now() - STATS_EVERY;
+        loop {
+            let wait = match stats_due {
+                Some(_) => (last_stats + STATS_EVERY).max(tokio::time::Instant::now()),
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            tokio::select! {
+                m = messages.next() => {
+                    let Some(m) = m else { anyhow::bail!("the ordered consumer ended") };
+                    let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                    *start = Some(seq + 1);
+                    stats_due = Some(seq);
+                    self.checkout(seq, &m.payload).await;
+                }
+                () = tokio::time::sleep_until(wait) => {
+                    if let Some(seq) = stats_due.take() {
+                        last_stats = tokio::time::Instant::now();
+                        self.stats(seq).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn checkout(&self, seq: u64, payload: &[u8]) {
+        let Ok((meta, ShopEvent::CartCheckedOut(c))) =
+            runtime::store::decode_event::<ShopEvent>(payload)
+        else {
+            return;
+        };
+        let live = LiveCheckout {
+            order_id: c.order_id,
+            customer_id: c.customer_id,
+            items: c.items,
+            total: c.total,
+            occurred_at: meta.occurred_at,
+            seq,
+        };
+        if let Ok(body) = serde_json::to_vec(&live) {
+            if let Err(e) = self.client.publish(CHECKOUTS, body.into()).await {
+                tracing::debug!(error = %e, "could not publish a checkout");
+            }
+        }
+        if let Ok(mut g) = self.recent.lock() {
+            g.push_front(live);
+            g.truncate(KEEP);
+        }
+    }
+
+    /// Publishes keys per shard once the read model holds `seq`.
+    async fn stats(&self, seq: u64) {
+        if self
+            .dht
+            .wait_for(Some(seq), Duration::from_secs(5))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                seq,
+                "dht stats: the projection is behind; publishing what it has"
+            );
+        }
+        match dht_stats(&self.pool, self.shards).await {
+            Ok(s) => {
+                if let Ok(body) = serde_json::to_vec(&s) {
+                    let _ = self.client.publish(DHT_STATS, body.into()).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "dht stats query failed"),
+        }
+    }
+}
