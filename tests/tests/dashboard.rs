@@ -75,9 +75,9 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
     // shop: a cart to look up.
     cmd(&c, "shop.cmd.add-item", json!({"customer_id": "dash-lookup", "item_id": "book", "offered_price": 12.5, "item_count": 2, "special_sale": null, "sale_expiration": null})).await;
     // dispatch: the cart simulator drives the jobs (5x real time).
-    let sim = dispatch::sim::spawn(
+    let sim = tools::dispatch_sim::spawn(
         c.nats.clone(),
-        dispatch::sim::SimOptions {
+        tools::dispatch_sim::SimOptions {
             speed: 5.0,
             ..Default::default()
         },

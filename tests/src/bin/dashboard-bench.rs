@@ -4,7 +4,7 @@
 //! serving the built page), registers `SWITCHYARD_DASH_BENCH_CARTS` carts (1,000) each with an SSD
 //! and a dataset, dispatches every one of them and has each report a `position` 5 times a second
 //! (`dispatch.cmd.cart-report`, the real path: command, event, `dispatch.status.cart.<id>`), while
-//! 50 pipeline simulators (`cluster::sim`, one manager each, a change every 100 ms) drive the
+//! 50 pipeline simulators (`tools::cluster_sim`, one manager each, a change every 100 ms) drive the
 //! cluster. Headless Chromium shows the dispatch view with `?perf=1`; the page records its frame
 //! intervals, the JS time of each coalesced flush, and when each cart update (by `seq`) was on
 //! screen. Publish-to-paint lag = that time minus the wall-clock time this program sent the
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
 
     let sims: Vec<_> = (0..managers)
         .map(|i| {
-            let sim = cluster::sim::Sim::new(
+            let sim = tools::cluster_sim::Sim::new(
                 c.nats.clone(),
                 &format!("bench-pipe-{i}"),
                 Duration::from_millis(100),
