@@ -13,6 +13,7 @@ use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::StreamExt as _;
 use runtime::projector::ProjectionHandle;
 use runtime::service::Endpoints;
+use runtime::sqltext::{esc, unesc, unesc_all};
 use runtime::ServiceError;
 use schemas::dfs::DfsEvent;
 use schemas::live::{
@@ -22,6 +23,9 @@ use schemas::live::{
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// One chunk of a file with one of its replicas: chunk id, index, size, server, server alive.
+type ReplicaRow = (String, i32, i64, Option<String>, Option<bool>);
 
 /// How long changes are gathered before their state is published.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
@@ -52,8 +56,8 @@ pub async fn servers(pool: &PgPool, seq: u64) -> Result<DfsServers, sqlx::Error>
         servers: rows
             .into_iter()
             .map(|(server_id, subject, alive, chunks, bytes)| DfsServer {
-                server_id,
-                subject,
+                server_id: unesc(server_id),
+                subject: unesc(subject),
                 alive,
                 chunks: chunks.max(0) as u64,
                 bytes: bytes.max(0) as u64,
@@ -75,13 +79,13 @@ pub async fn file_replicas(
     let file: Option<(String, i64, i32, bool)> = sqlx::query_as(
         "SELECT name, size, replicas, deleted_at IS NOT NULL FROM dfs.files WHERE file_id = $1",
     )
-    .bind(file_id)
+    .bind(esc(file_id))
     .fetch_optional(pool)
     .await?;
     let Some((name, size, replicas, deleted)) = file else {
         return Ok(None);
     };
-    let rows: Vec<(String, i32, i64, Option<String>, Option<bool>)> = sqlx::query_as(
+    let rows: Vec<ReplicaRow> = sqlx::query_as(
         "SELECT fc.chunk_id, fc.chunk_index, fc.size, r.server_id, s.live
          FROM dfs.file_chunks fc
          LEFT JOIN dfs.replicas r ON r.chunk_id = fc.chunk_id AND r.sha256 = fc.sha256
@@ -89,11 +93,12 @@ pub async fn file_replicas(
          WHERE fc.file_id = $1
          ORDER BY fc.chunk_index, s.live DESC NULLS LAST, r.server_id",
     )
-    .bind(file_id)
+    .bind(esc(file_id))
     .fetch_all(pool)
     .await?;
     let mut chunks: Vec<ChunkReplicas> = Vec::new();
     for (chunk_id, index, csize, server, live) in rows {
+        let (chunk_id, server) = (unesc(chunk_id), server.map(unesc));
         if chunks.last().is_none_or(|c| c.chunk_id != chunk_id) {
             chunks.push(ChunkReplicas {
                 chunk_id,
@@ -118,7 +123,7 @@ pub async fn file_replicas(
     };
     Ok(Some(FileReplicas {
         file_id: file_id.to_string(),
-        name,
+        name: unesc(name),
         size: size.max(0) as u64,
         replicas: factor,
         chunks: if deleted { vec![] } else { chunks },
@@ -240,9 +245,10 @@ impl Publisher {
 
     async fn files_of_chunk(&self, chunk_id: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT DISTINCT file_id FROM dfs.file_chunks WHERE chunk_id = $1")
-            .bind(chunk_id)
+            .bind(esc(chunk_id))
             .fetch_all(&self.pool)
             .await
+            .map(unesc_all)
             .unwrap_or_default()
     }
 
@@ -312,9 +318,10 @@ impl Publisher {
             let files: Vec<String> = sqlx::query_scalar(
                 "SELECT DISTINCT fc.file_id FROM dfs.file_chunks fc JOIN dfs.replicas r ON r.chunk_id = fc.chunk_id WHERE r.server_id = $1",
             )
-            .bind(server)
+            .bind(esc(server))
             .fetch_all(&self.pool)
             .await
+            .map(unesc_all)
             .unwrap_or_default();
             dirty.files.extend(files);
         }
