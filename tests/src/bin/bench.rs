@@ -8,7 +8,6 @@
 
 use anyhow::Context as _;
 
-
 /// mimalloc: the command path allocates many small short-lived buffers (messages, JSON), which
 /// glibc's allocator served at about 6 % of the CPU under load (`BENCHMARKS.md`).
 #[global_allocator]
