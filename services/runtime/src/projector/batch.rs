@@ -1,14 +1,15 @@
-//! One batch's commit: which events the checkpoint already covers, which follow it and are applied,
-//! which come after a hole and go back; poison parked; the checkpoint moved in the same transaction.
+//! One batch's commit: the events the checkpoint already covers are skipped, the rest applied in
+//! stream order, poison parked, and the checkpoint moved (compare-and-set) in the same transaction.
 
-use super::runner::{Outcome, Runner};
+use super::runner::Runner;
 use super::Projection;
 use crate::store::{decode_event, Stored};
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-fn is_transient(e: &sqlx::Error) -> bool {
+/// Whether a PostgreSQL error is about the connection or the server's state (retry the batch)
+/// rather than about the batch's SQL (park the event at fault).
+pub(super) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
@@ -22,86 +23,69 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A batch split by where its events stand against the checkpoint (indices into the batch, in
-/// batch order).
+/// A batch split by where its events stand against the checkpoint (indices into the batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Partition {
-    /// Events the checkpoint already covers (a redelivery): acknowledged, not applied.
+    /// Events the checkpoint already covers: skipped.
     pub covered: Vec<usize>,
-    /// The run that directly follows the checkpoint: applied in this transaction.
+    /// Events after the checkpoint, in stream order: applied in this transaction.
     pub apply: Vec<usize>,
-    /// Events after a hole: handed back, so that the batch holding the hole's events commits first.
-    pub later: Vec<usize>,
-    /// The sequence after the last event applied (the new checkpoint is `next - 1`).
-    pub next: u64,
-    /// The hole `(from, to)` (sequences `from..to` missing from the batch) that sent events to
-    /// `later`, when `hole_is_empty` did not know it to be empty.
-    pub hole: Option<(u64, u64)>,
+    /// The new checkpoint: the last sequence applied (the old one when nothing is).
+    pub last: u64,
 }
 
-/// Splits a batch (stream sequences in stream order; `None` for a message without one, which is
-/// left out) against `checkpoint`. A gap in the sequences is crossed only when
-/// `hole_is_empty(from, to)` says the stream holds nothing in `from..to` (deleted messages).
+/// Splits a batch (stream sequences as delivered; `None` for a message without one, which is left
+/// out) against `checkpoint`. The owner's consumer delivers in stream order, so a gap between two
+/// sequences is a message no longer in the stream (deleted), not one still on its way; a sequence
+/// that is not above the last one taken (a redelivery) is covered.
 #[must_use]
-pub fn partition(
-    seqs: &[Option<u64>],
-    checkpoint: u64,
-    mut hole_is_empty: impl FnMut(u64, u64) -> bool,
-) -> Partition {
+pub fn partition(seqs: &[Option<u64>], checkpoint: u64) -> Partition {
     let mut p = Partition {
-        next: checkpoint + 1,
+        last: checkpoint,
         ..Partition::default()
     };
     for (i, seq) in seqs.iter().enumerate() {
         let Some(seq) = *seq else { continue };
-        if seq < p.next {
+        if seq <= p.last {
             p.covered.push(i);
-        } else if seq == p.next || (p.later.is_empty() && hole_is_empty(p.next, seq)) {
-            p.apply.push(i);
-            p.next = seq + 1;
         } else {
-            if p.later.is_empty() {
-                p.hole = Some((p.next, seq));
-            }
-            p.later.push(i);
+            p.apply.push(i);
+            p.last = seq;
         }
     }
     p
 }
 
+/// What became of one attempt at committing a batch.
+pub(super) enum Outcome {
+    /// Committed: the checkpoint is now this sequence.
+    Committed(u64),
+    /// The checkpoint was not the one the batch was made against (another owner, or a rebuild):
+    /// nothing changed; start again from the checkpoint as it is.
+    Moved,
+    /// PostgreSQL is not reachable: try the same batch again.
+    Retry(sqlx::Error),
+}
+
 impl<P: Projection> Runner<P> {
-    /// The batch's partition, asking the stream about the holes it meets.
-    async fn partition_batch(&self, batch: &[jetstream::Message], cp: u64) -> Partition {
+    /// One attempt at committing `batch` on top of checkpoint `cp`.
+    pub(super) async fn commit(
+        &self,
+        cp: u64,
+        batch: &[jetstream::Message],
+    ) -> Result<Outcome, sqlx::Error> {
         let seqs: Vec<Option<u64>> = batch
             .iter()
             .map(|m| m.info().ok().map(|i| i.stream_sequence))
             .collect();
-        let mut empty: Vec<(u64, u64)> = Vec::new();
-        loop {
-            let p = partition(&seqs, cp, |from, to| empty.contains(&(from, to)));
-            match p.hole {
-                Some(hole) if self.hole_is_empty(hole.0, hole.1).await => empty.push(hole),
-                _ => return p,
-            }
+        let part = partition(&seqs, cp);
+        if part.apply.is_empty() {
+            return Ok(Outcome::Committed(cp));
         }
-    }
-
-    /// One attempt at committing a batch. Acks (or naks) the messages once the outcome is known.
-    pub(super) async fn commit(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        cp: i64,
-        batch: &[jetstream::Message],
-    ) -> Result<Outcome, sqlx::Error> {
-        let part = self.partition_batch(batch, cp.max(0) as u64).await;
-        let next = part.next;
-        let take: Vec<&jetstream::Message> = part.apply.iter().map(|&i| &batch[i]).collect();
-        let covered: Vec<&jetstream::Message> = part.covered.iter().map(|&i| &batch[i]).collect();
-        let later: Vec<&jetstream::Message> = part.later.iter().map(|&i| &batch[i]).collect();
-        let mut events = Vec::with_capacity(take.len());
+        let mut events = Vec::with_capacity(part.apply.len());
         let mut poison: Vec<(u64, &jetstream::Message, String)> = Vec::new();
-        for m in &take {
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        for &i in &part.apply {
+            let (m, seq) = (&batch[i], seqs[i].unwrap_or(0));
             match decode_event::<P::Event>(&m.payload) {
                 Ok((meta, event)) => events.push(Stored {
                     seq,
@@ -110,8 +94,25 @@ impl<P: Projection> Runner<P> {
                     occurred_at: meta.occurred_at,
                     event,
                 }),
-                Err(reason) => poison.push((seq, *m, reason)),
+                Err(reason) => poison.push((seq, m, reason)),
             }
+        }
+        let mut tx = self.pool.begin().await?;
+        // The compare-and-set first: it fails (and the transaction changes nothing) when another
+        // process moved the checkpoint; otherwise it holds the row until the commit, while this
+        // transaction applies (never across a wait on NATS).
+        let moved = sqlx::query(
+            "UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1 AND seq = $3",
+        )
+        .bind(P::NAME)
+        .bind(part.last as i64)
+        .bind(cp as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(Outcome::Moved);
         }
         if !events.is_empty() {
             sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
@@ -132,13 +133,10 @@ impl<P: Projection> Runner<P> {
                         sqlx::query("ROLLBACK TO SAVEPOINT one")
                             .execute(&mut *tx)
                             .await?;
-                        if let Some(m) = take
-                            .iter()
-                            .find(|m| m.info().map(|i| i.stream_sequence).ok() == Some(ev.seq))
-                        {
+                        if let Some(&j) = part.apply.iter().find(|&&j| seqs[j] == Some(ev.seq)) {
                             poison.push((
                                 ev.seq,
-                                *m,
+                                &batch[j],
                                 format!("applying event {i} of the batch failed: {e}"),
                             ));
                         }
@@ -161,120 +159,65 @@ impl<P: Projection> Runner<P> {
                 .execute(&mut *tx)
                 .await?;
         }
-        let new_cp = next - 1;
-        if new_cp as i64 != cp {
-            sqlx::query(
-                "UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1",
-            )
-            .bind(P::NAME)
-            .bind(new_cp as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
-        for m in take.iter().chain(covered.iter()) {
-            let _ = m.ack().await;
-        }
-        if !later.is_empty() {
-            tracing::debug!(
-                projection = P::NAME,
-                next,
-                held_back = later.len(),
-                "events after a hole handed back"
-            );
-        }
-        for m in &later {
-            let _ = m
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(50))))
-                .await;
-        }
         self.handle
             .inner
             .parked
             .fetch_add(poison.len() as i64, Ordering::Relaxed);
-        self.handle.inner.checkpoint.send_if_modified(|c| {
-            if new_cp > *c {
-                *c = new_cp;
-                true
-            } else {
-                false
-            }
-        });
-        Ok(Outcome::Committed(new_cp))
-    }
-
-    /// Whether the stream holds no message in `from..to` (a hole left by deleted messages).
-    async fn hole_is_empty(&self, from: u64, to: u64) -> bool {
-        if to.saturating_sub(from) > 1000 {
-            return false;
-        }
-        for seq in from..to {
-            match self.store.exists(seq).await {
-                Ok(false) => {}
-                _ => return false,
-            }
-        }
-        true
+        self.handle.set_checkpoint(part.last);
+        Ok(Outcome::Committed(part.last))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::partition;
 
     fn seqs(v: &[u64]) -> Vec<Option<u64>> {
         v.iter().copied().map(Some).collect()
     }
 
     #[test]
-    fn a_run_after_the_checkpoint_is_applied() {
-        let p = partition(&seqs(&[11, 12, 13]), 10, |_, _| panic!("no hole"));
+    fn events_after_the_checkpoint_are_applied_in_order() {
+        let p = partition(&seqs(&[11, 12, 13]), 10);
         assert_eq!(p.apply, vec![0, 1, 2]);
-        assert!(p.covered.is_empty() && p.later.is_empty());
-        assert_eq!((p.next, p.hole), (14, None));
+        assert!(p.covered.is_empty());
+        assert_eq!(p.last, 13);
     }
 
     #[test]
-    fn redelivered_events_are_covered() {
-        let p = partition(&seqs(&[9, 10, 11]), 10, |_, _| panic!("no hole"));
+    fn events_the_checkpoint_covers_are_skipped() {
+        let p = partition(&seqs(&[9, 10, 11]), 10);
         assert_eq!(p.covered, vec![0, 1]);
         assert_eq!(p.apply, vec![2]);
-        assert_eq!(p.next, 12);
+        assert_eq!(p.last, 11);
     }
 
     #[test]
-    fn events_after_a_hole_go_back() {
-        let mut asked = Vec::new();
-        let p = partition(&seqs(&[11, 14, 15]), 10, |f, t| {
-            asked.push((f, t));
-            false
-        });
-        assert_eq!(asked, vec![(12, 14)], "asked once, about the first hole");
-        assert_eq!(p.apply, vec![0]);
-        assert_eq!(p.later, vec![1, 2]);
-        assert_eq!((p.next, p.hole), (12, Some((12, 14))));
-    }
-
-    #[test]
-    fn an_empty_hole_is_crossed() {
-        let p = partition(&seqs(&[11, 14, 15, 18]), 10, |f, t| (f, t) == (12, 14));
+    fn a_gap_is_a_deleted_message_and_is_crossed() {
+        let p = partition(&seqs(&[11, 14, 15]), 10);
         assert_eq!(p.apply, vec![0, 1, 2]);
-        assert_eq!(p.later, vec![3]);
-        assert_eq!((p.next, p.hole), (16, Some((16, 18))));
+        assert_eq!(p.last, 15);
     }
 
     #[test]
-    fn a_batch_that_starts_after_a_hole_applies_nothing() {
-        let p = partition(&seqs(&[20, 21]), 10, |_, _| false);
-        assert!(p.apply.is_empty() && p.covered.is_empty());
-        assert_eq!(p.later, vec![0, 1]);
-        assert_eq!(p.next, 11);
+    fn a_repeat_inside_the_batch_is_covered() {
+        let p = partition(&seqs(&[11, 12, 12, 13]), 10);
+        assert_eq!(p.apply, vec![0, 1, 3]);
+        assert_eq!(p.covered, vec![2]);
+    }
+
+    #[test]
+    fn nothing_new_leaves_the_checkpoint() {
+        let p = partition(&seqs(&[5, 6]), 10);
+        assert!(p.apply.is_empty());
+        assert_eq!(p.last, 10);
     }
 
     #[test]
     fn messages_without_a_sequence_are_left_out() {
-        let p = partition(&[Some(11), None, Some(12)], 10, |_, _| false);
+        let p = partition(&[Some(11), None, Some(12)], 10);
         assert_eq!(p.apply, vec![0, 2]);
-        assert!(p.covered.is_empty() && p.later.is_empty());
+        assert!(p.covered.is_empty());
     }
 }

@@ -1,24 +1,36 @@
-//! Projections: durable pull consumers that write read models into PostgreSQL exactly once.
+//! Projections: read models in PostgreSQL fed from a context's stream, exactly once.
 //!
-//! Each projection has a durable consumer `proj_<name>` over its context's whole stream (explicit
-//! acks, so several processes can pull from it at once). Messages arrive in batches of up to
-//! `batch` (whatever is ready, so latency stays low when idle). A batch is applied in one
-//! transaction that first locks the projection's checkpoint row:
+//! **One owner per projection.** Of all the processes that run a projection, one applies it: the
+//! one holding the projection's lease, a PostgreSQL session-level advisory lock
+//! (`pg_try_advisory_lock(hashtextextended('switchyard.projection.<name>', 0))`) on a connection
+//! of its own. The others are standbys: every [`LEASE_POLL`] they *try* the lock (a call that
+//! never waits) and read the checkpoint, so `min_seq` and readiness work in every process. Nobody
+//! ever waits on a lock, and no lock is held by a statement across a wait on NATS. When the
+//! owner's process dies its connection closes and PostgreSQL drops the lock at once, so a standby
+//! takes over within one poll; a connection that is cut rather than closed is given up by
+//! PostgreSQL after the TCP keepalive and user-timeout settings of the lease connection (about 5 s).
 //!
-//! - events the checkpoint already covers are skipped (a redelivery after a crash);
-//! - only the run of events that directly follows the checkpoint is applied, in stream order; events
-//!   after a hole are handed back (nak) so that another process's earlier batch commits first —
-//!   that keeps the read model in stream order however many processes share the consumer;
+//! **The owner** reads the checkpoint and follows the stream from the next sequence with an ordered
+//! consumer of its own (no acks: the checkpoint in PostgreSQL is the only position that counts, so a
+//! new owner starts exactly where the last commit left off, without waiting for redeliveries).
+//! Messages stream in while a batch commits. A batch (up to `batch` events; one that is not full
+//! waits up to `linger` for more) is applied in one transaction that first moves the checkpoint
+//! with a compare-and-set (`UPDATE .. SET seq = <last> WHERE seq = <the checkpoint it read>`):
+//!
+//! - events the checkpoint already covers are skipped;
+//! - when the checkpoint is no longer what the owner read (another owner after a partition, or a
+//!   rebuild), the transaction changes nothing and rolls back, and the owner starts again from
+//!   the checkpoint as it is; so two processes that both believe they own a projection still never
+//!   apply an event twice or skip one;
 //! - an event that does not decode, or whose SQL fails for a reason other than the connection, is
 //!   parked in `runtime.dead_letters` with the reason and counted, and the projection moves on;
-//! - the checkpoint is moved to the last event in the same transaction; the acks go out after the
-//!   commit. A lost connection rolls back and retries the same batch until PostgreSQL is back.
+//! - a lost connection rolls back and retries the same batch until PostgreSQL is back.
 //!
 //! [`ProjectionHandle::wait_for`] implements the contract's `min_seq`.
 //!
 //! The pieces: this module (the [`Projection`] trait, [`spawn`], [`rebuild`], the handle),
-//! [`runner`] (the consumer and the round: lock, pull, prefetch, retry), [`batch`] (one batch's
-//! commit, and [`batch::partition`], the pure split of a batch into covered / to apply / later).
+//! [`runner`] (the lease, the consumer, the batches) and [`batch`] (one batch's commit, and
+//! [`batch::partition`], the pure split of a batch into what the checkpoint covers and what to apply).
 
 pub mod batch;
 mod runner;
@@ -29,19 +41,21 @@ use runner::Runner;
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a delivered message stays with one process before JetStream hands it to another.
-pub const ACK_WAIT: Duration = Duration::from_secs(5);
+/// How often a standby tries to take a projection's lease (and reads its checkpoint).
+pub const LEASE_POLL: Duration = Duration::from_millis(200);
+/// How often the owner checks that its lease connection is still there.
+pub const LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// A read model fed from a context's events.
 pub trait Projection: Send + Sync + 'static {
     /// The context's event type.
     type Event: DeserializeOwned + Send + Sync + 'static;
-    /// Unique name, used for the consumer (`proj_<name>`), the checkpoint and health.
+    /// Unique name, used for the lease, the checkpoint and health.
     const NAME: &'static str;
     /// Applies events (in stream order) inside the batch's transaction.
     fn apply(
@@ -53,7 +67,7 @@ pub trait Projection: Send + Sync + 'static {
     fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-/// Shared view of a running projection: checkpoint, lag, parked count.
+/// Shared view of a running projection: checkpoint, lag, parked count, ownership.
 #[derive(Clone)]
 pub struct ProjectionHandle {
     inner: Arc<HandleInner>,
@@ -66,6 +80,7 @@ struct HandleInner {
     start_seq: u64,
     lag: AtomicI64,
     parked: AtomicI64,
+    owner: AtomicBool,
 }
 
 impl ProjectionHandle {
@@ -81,7 +96,8 @@ impl ProjectionHandle {
         *self.inner.checkpoint.borrow()
     }
 
-    /// Events delivered to nobody yet plus the batch in hand (0 when caught up).
+    /// Events in the stream after the checkpoint (0 when caught up): as the owner last saw it, or
+    /// as a standby last measured it.
     #[must_use]
     pub fn lag(&self) -> i64 {
         self.inner.lag.load(Ordering::Relaxed)
@@ -91,6 +107,12 @@ impl ProjectionHandle {
     #[must_use]
     pub fn parked(&self) -> i64 {
         self.inner.parked.load(Ordering::Relaxed)
+    }
+
+    /// Whether this process holds the projection's lease (applies its events) now.
+    #[must_use]
+    pub fn is_owner(&self) -> bool {
+        self.inner.owner.load(Ordering::Relaxed)
     }
 
     /// Whether the projection has reached the stream as it stood when it started.
@@ -106,6 +128,18 @@ impl ProjectionHandle {
                 .fetch_optional(&self.inner.pool)
                 .await?;
         Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Sets this process's copy of the checkpoint (it may go back: a rebuild).
+    fn set_checkpoint(&self, seq: u64) {
+        self.inner.checkpoint.send_if_modified(|c| {
+            if *c != seq {
+                *c = seq;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Waits until the read model has projected `min_seq` (committed by this or any other process).
@@ -154,7 +188,9 @@ impl ProjectionHandle {
     }
 }
 
-fn consumer_name(name: &str) -> String {
+/// The durable consumer earlier versions shared between processes (`proj_<name>`); deleted by a
+/// rebuild and by an owner when it takes the lease, since nothing reads it any more.
+fn legacy_consumer_name(name: &str) -> String {
     format!("proj_{name}")
 }
 
@@ -207,6 +243,7 @@ pub async fn spawn<P: Projection>(
             start_seq,
             lag: AtomicI64::new(start_seq as i64),
             parked: AtomicI64::new(0),
+            owner: AtomicBool::new(false),
         }),
     };
     let cp = handle.db_checkpoint().await?;
@@ -215,16 +252,7 @@ pub async fn spawn<P: Projection>(
         .inner
         .lag
         .store(start_seq.saturating_sub(cp) as i64, Ordering::Relaxed);
-    let runner = Runner {
-        store,
-        pool,
-        p: Arc::new(p),
-        batch: batching.max.max(1),
-        linger: batching.linger,
-        handle: handle.clone(),
-        prefetched: Vec::new(),
-        last_committed: None,
-    };
+    let runner = Runner::new(store, pool, p, batching, handle.clone());
     tokio::spawn(async move { runner.run().await });
     Ok(handle)
 }
@@ -239,11 +267,9 @@ pub async fn rebuild<P: Projection>(
     p: &P,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
+    // Setting the checkpoint back locks its row for this transaction: an owner's batch commit
+    // (whose compare-and-set expects the old checkpoint) then changes nothing and starts again.
     sqlx::query("INSERT INTO runtime.checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT (projection) DO UPDATE SET seq = 0, updated_at = now()")
-        .bind(P::NAME)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT seq FROM runtime.checkpoints WHERE projection = $1 FOR UPDATE")
         .bind(P::NAME)
         .execute(&mut *tx)
         .await?;
@@ -257,10 +283,9 @@ pub async fn rebuild<P: Projection>(
         .jetstream()
         .get_stream(store.name())
         .await
-        .map_err(anyhow::Error::from)?;
-    match stream.delete_consumer(&consumer_name(P::NAME)).await {
-        Ok(_) => {}
-        Err(e) => tracing::info!(error = %e, "no consumer to delete"),
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = stream.delete_consumer(&legacy_consumer_name(P::NAME)).await {
+        tracing::debug!(error = %e, "no legacy consumer to delete");
     }
     Ok(())
 }
