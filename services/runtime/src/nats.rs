@@ -135,9 +135,25 @@ pub async fn ensure_stream(
 ) -> anyhow::Result<jetstream::stream::Stream> {
     config.num_replicas = replicas.max(1);
     let name = config.name.clone();
-    js.create_or_update_stream(config)
-        .await
-        .with_context(|| format!("creating or updating stream {name} (R{replicas})"))?;
+    // A cluster that has just started (or lost its meta leader) answers JetStream requests only
+    // once it has elected one: a timeout is retried for up to 30 s, anything else is final.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_or_update_stream(config.clone()).await {
+            Ok(_) => break,
+            Err(e)
+                if e.to_string().contains("timed out")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(stream = %name, error = %e, "JetStream did not answer; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("creating or updating stream {name} (R{replicas})")))
+            }
+        }
+    }
     js.get_stream(&name)
         .await
         .with_context(|| format!("opening stream {name}"))
