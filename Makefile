@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build
+.PHONY: run test bench bench-peers up down fmt lint build
 
 up:
 	@bash infra/up.sh
@@ -26,6 +26,12 @@ test: up
 ## Benchmarks (a program, not tests): prints Markdown tables.
 bench: up
 	@$(ENV) cargo run --release -p e2e --bin bench
+	@$(ENV) cargo run --release -p peers-bench --bin peers
+
+## The shop cart on Switchyard, cqrs-es and disintegrate side by side (tests/peers);
+## PEERS_BENCH_QUICK=1 for a run of a few minutes.
+bench-peers: up
+	@$(ENV) cargo run --release -p peers-bench --bin peers
 
 down:
 	@bash infra/down.sh
