@@ -871,7 +871,7 @@ async fn sim_pipeline_drives_whole_lives_and_recovers_a_half_done_manager() {
         json!({"manager_id": "pipeline-sim-1", "worker": worker("w1")}),
     )
     .await;
-    let sim = cluster::sim::Sim::new(c.nats.clone(), "pipeline-sim", Duration::ZERO);
+    let sim = tools::cluster_sim::Sim::new(c.nats.clone(), "pipeline-sim", Duration::ZERO);
     sim.run(2).await.expect("two lives");
     let len = c.stream_len("CLUSTER").await.unwrap();
     let managers = c

@@ -170,9 +170,9 @@ async fn request_served_end_to_end_by_the_simulator_with_every_status_in_order()
         .await
         .unwrap();
     c.nats.flush().await.unwrap();
-    let _sim = dispatch::sim::spawn(
+    let _sim = tools::dispatch_sim::spawn(
         c.nats.clone(),
-        dispatch::sim::SimOptions {
+        tools::dispatch_sim::SimOptions {
             speed: 200.0,
             ..Default::default()
         },
@@ -320,9 +320,9 @@ async fn hundred_requests_race_for_three_carts_without_double_booking() {
     ] {
         cart_with(&c, cart, home, &["race-ds"]).await;
     }
-    let _sim = dispatch::sim::spawn(
+    let _sim = tools::dispatch_sim::spawn(
         c.nats.clone(),
-        dispatch::sim::SimOptions {
+        tools::dispatch_sim::SimOptions {
             speed: 100_000.0,
             ..Default::default()
         },
@@ -813,9 +813,9 @@ async fn killed_under_load_loses_and_doubles_no_request() {
     let ids = futures::future::join_all(sends).await;
     svc.kill();
     let _svc2 = env.services(&["dispatch"]).await.unwrap();
-    let _sim = dispatch::sim::spawn(
+    let _sim = tools::dispatch_sim::spawn(
         c.nats.clone(),
-        dispatch::sim::SimOptions {
+        tools::dispatch_sim::SimOptions {
             speed: 100_000.0,
             ..Default::default()
         },

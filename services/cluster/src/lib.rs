@@ -4,16 +4,12 @@
 //! - [`handlers`]: `cluster.cmd.*` on the manager aggregate (one event per command).
 //! - [`projection`] and [`queries`]: the read model behind `cluster.query.tree` / `managers`.
 //! - [`live`]: follows the stream and publishes one delta per event on `cluster.tree.<manager_id>`.
-//! - [`sim`]: `switchyard sim pipeline`, a manager with 3 workers and 6 nodes through its whole life.
-//! - [`bench`]: delta latency and tree fetch figures for `make bench`.
 
-pub mod bench;
 pub mod domain;
 pub mod handlers;
 pub mod live;
 pub mod projection;
 pub mod queries;
-pub mod sim;
 
 use runtime::service::Endpoints;
 use runtime::{projector, Ctx};
@@ -93,19 +89,6 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
 pub fn routes(client: async_nats::Client) -> axum::Router {
     let _ = client;
     axum::Router::new()
-}
-
-/// `switchyard sim pipeline ...`; `args[0]` is `pipeline`.
-///
-/// # Errors
-/// Bad arguments or an unreachable service.
-pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
-    match args.first().map(String::as_str) {
-        Some("pipeline") => sim::main(&args[1..]).await,
-        _ => {
-            anyhow::bail!("usage: switchyard sim pipeline [--manager ID] [--step-ms N] [--loops N]")
-        }
-    }
 }
 
 /// `switchyard projections rebuild <name>` for the cluster's projection (`cluster_tree`). Returns

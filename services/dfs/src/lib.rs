@@ -16,7 +16,6 @@
 //! processes share the coordinator's work (queue group); one of them at a time, holding the lease
 //! on `dfs.lease.repair`, re-replicates and collects garbage.
 
-pub mod bench;
 pub mod chunk_server;
 pub mod client;
 pub mod coordinator;
@@ -108,4 +107,20 @@ pub fn routes(client: async_nats::Client) -> axum::Router {
 /// Bad arguments or an unreachable service.
 pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
     client::cli(args).await
+}
+
+/// `switchyard projections rebuild <name>` for the dfs catalog (`dfs_catalog`). Returns false for
+/// another name.
+///
+/// # Errors
+/// A dependency is unreachable.
+pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
+    use runtime::projector::Projection as _;
+    if name != projection::Catalog::NAME {
+        return Ok(false);
+    }
+    let store = ctx.event_store("dfs", STREAM).await?;
+    runtime::db::migrate(&ctx.pool, "dfs", sqlx::migrate!("./migrations")).await?;
+    runtime::projector::rebuild(&store, &ctx.pool, &projection::Catalog).await?;
+    Ok(true)
 }

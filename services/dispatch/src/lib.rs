@@ -7,19 +7,16 @@
 //!   expected-sequence append on the cart and publishes jobs.
 //! - [`projection`] and [`queries`]: the PostgreSQL read model (schema `dispatch`) and the queries.
 //! - [`facility`]: the default facility (`infra/facility.json`), loaded when the context is empty.
-//! - [`sim`]: `switchyard sim carts`; [`bench`]: the benchmark.
 //!
 //! Events go to stream `DISPATCH` on `dispatch.events.{facility.default, cart.<id>, ssd.<id>,
 //! request.<id>}` (ids encoded with `schemas::encode_token`).
 
-pub mod bench;
 pub mod dispatcher;
 pub mod domain;
 pub mod exec;
 pub mod facility;
 pub mod projection;
 pub mod queries;
-pub mod sim;
 pub mod view;
 
 use chrono::Utc;
@@ -560,14 +557,6 @@ pub fn routes(client: async_nats::Client) -> axum::Router {
     axum::Router::new()
         .route("/request-datasets", axum::routing::post(request_datasets))
         .with_state(client)
-}
-
-/// `switchyard sim carts [--speed N]`: `args[0]` is `carts`.
-///
-/// # Errors
-/// Bad arguments or NATS unreachable.
-pub async fn cli(args: Vec<String>) -> anyhow::Result<()> {
-    sim::cli(args).await
 }
 
 /// `switchyard projections rebuild <name>` for the dispatch read model (`dispatch`). Returns false

@@ -18,7 +18,6 @@
 //! the KV bucket `ENGINE_INSTANCES`, and status events on `engine.events.status.<module_id>`.
 
 pub mod auth;
-pub mod bench;
 pub mod domain;
 pub mod drivers;
 pub mod handlers;
@@ -95,6 +94,7 @@ pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let store = ctx.event_store("engine", "ENGINE").await?;
+    runtime::db::migrate(&ctx.pool, "engine", sqlx::migrate!("./migrations")).await?;
     runtime::projector::rebuild(&store, &ctx.pool, &projection::ReadModel).await?;
     Ok(true)
 }

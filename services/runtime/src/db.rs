@@ -5,10 +5,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
-/// Connects with a bounded pool, retrying for up to `patience` while the server is not up.
+/// Connects with a bounded pool, retrying for up to `patience` while the server is not up. A server
+/// that answers and refuses (the database does not exist, the password is wrong) fails at once.
 ///
 /// # Errors
-/// The server still refuses after `patience`.
+/// The server still refuses after `patience`, or answered with an error.
 pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<PgPool> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
@@ -20,6 +21,16 @@ pub async fn connect(url: &str, patience: Duration) -> anyhow::Result<PgPool> {
             .await;
         match attempt {
             Ok(pool) => return Ok(pool),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("3D000") => {
+                anyhow::bail!(
+                    "PostgreSQL at {} answers, but {}: create the database or fix DATABASE_URL",
+                    url,
+                    db.message()
+                );
+            }
+            Err(e) if !crate::error::is_lost_connection(&e) => {
+                return Err(e).with_context(|| format!("connecting to PostgreSQL at {}", url))
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "PostgreSQL not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

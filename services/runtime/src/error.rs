@@ -49,9 +49,59 @@ impl ServiceError {
     }
 }
 
+/// Whether `e` means PostgreSQL could not be reached or went away (the same query can succeed
+/// later), as opposed to a query PostgreSQL refused (a bug, or data it rejects).
+#[must_use]
+pub fn is_lost_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // 08: connection exception; 57P: operator intervention (shutdown, crash); 53: out of
+            // resources (too many connections).
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }
+        _ => false,
+    }
+}
+
+/// A lost connection is `unavailable` (retry later); any other SQL error is `internal` (a bug: the
+/// query or the schema is wrong). The conversion does not log: whoever handles the error does, with
+/// its cause chain.
 impl From<sqlx::Error> for ServiceError {
     fn from(e: sqlx::Error) -> Self {
-        tracing::warn!(error = %e, "database error");
-        Self::unavailable(format!("the read model database is unavailable: {e}"))
+        if is_lost_connection(&e) {
+            Self::unavailable(format!("the read model database is unavailable: {e}"))
+        } else {
+            Self::internal(format!("read model query failed: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_bad_query_internal() {
+        let lost = ServiceError::from(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(lost.code, schemas::ErrorCode::Unavailable);
+        assert_eq!(
+            ServiceError::from(sqlx::Error::PoolTimedOut).code,
+            schemas::ErrorCode::Unavailable
+        );
+        let bug = ServiceError::from(sqlx::Error::ColumnNotFound("nope".into()));
+        assert_eq!(bug.code, schemas::ErrorCode::Internal);
+        assert!(bug.message.contains("nope"), "{}", bug.message);
+        assert_eq!(
+            ServiceError::from(sqlx::Error::RowNotFound).code,
+            schemas::ErrorCode::Internal
+        );
     }
 }

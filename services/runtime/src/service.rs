@@ -9,6 +9,7 @@
 
 use crate::codec::Codec;
 use crate::error::ServiceError;
+use anyhow::Context as _;
 use async_nats::service::{Service, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -103,7 +104,8 @@ impl Endpoints {
             .description(description)
             .start(name, env!("CARGO_PKG_VERSION"))
             .await
-            .map_err(|e| anyhow::anyhow!("starting micro service {name}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("starting micro service {name}"))?;
         Ok(Self {
             service: Arc::new(service),
             name: name.into(),
@@ -150,7 +152,8 @@ impl Endpoints {
             .name(subject.replace(['.', '*', '>'], "-"))
             .add(subject)
             .await
-            .map_err(|e| anyhow::anyhow!("adding endpoint {subject}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("adding endpoint {subject}"))?;
         let handler = Arc::new(handler);
         let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let service = self.name.clone();
@@ -205,6 +208,8 @@ impl Endpoints {
                             Err(err) => {
                                 if err.code == schemas::ErrorCode::Internal {
                                     tracing::error!(error = %err.message, "internal error");
+                                } else if err.code == schemas::ErrorCode::Unavailable {
+                                    tracing::warn!(error = %err.message, "unavailable");
                                 } else {
                                     tracing::debug!(code = err.code.as_str(), error = %err.message, "rejected");
                                 }

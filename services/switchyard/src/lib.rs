@@ -4,10 +4,89 @@
 //! serves `sys.query.health`, waits until every service is ready and announces `ready` on
 //! `engine.system`.
 
+use anyhow::Context as _;
 use runtime::{Config, Ctx};
 
 /// Every service `switchyard run` knows, in start order.
 pub const SERVICES: &[&str] = &["shop", "dispatch", "engine", "cluster", "dfs", "gateway"];
+
+/// What a context is made of, described once: its name and the projections it runs (the
+/// checkpoint names in `runtime.checkpoints`). `projections list|rebuild` iterate over it.
+pub struct ContextInfo {
+    pub name: &'static str,
+    pub projections: &'static [&'static str],
+}
+
+/// The context registry.
+pub const CONTEXTS: &[ContextInfo] = &[
+    ContextInfo {
+        name: "shop",
+        projections: &["shop_dht"],
+    },
+    ContextInfo {
+        name: "dispatch",
+        projections: &["dispatch"],
+    },
+    ContextInfo {
+        name: "engine",
+        projections: &["engine_read_model"],
+    },
+    ContextInfo {
+        name: "cluster",
+        projections: &["cluster_tree"],
+    },
+    ContextInfo {
+        name: "dfs",
+        projections: &["dfs_catalog"],
+    },
+];
+
+/// Every projection the registry knows (and any other with a checkpoint), sorted by name, with its
+/// checkpoint where there is one (none before the context first ran).
+///
+/// # Errors
+/// PostgreSQL refused the query.
+pub async fn list_projections(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, Option<i64>)>> {
+    let rows: Vec<(String, i64)> =
+        match sqlx::query_as("SELECT projection, seq FROM runtime.checkpoints")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            // A deployment that has not run yet has no runtime schema.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e).context("reading the checkpoints"),
+        };
+    let mut names: Vec<String> = CONTEXTS
+        .iter()
+        .flat_map(|c| c.projections.iter().map(|p| (*p).to_string()))
+        .collect();
+    for (name, _) in &rows {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.sort_unstable();
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let seq = rows.iter().find(|(r, _)| *r == n).map(|(_, s)| *s);
+            (n, seq)
+        })
+        .collect())
+}
+
+/// Rebuilds projection `name` of context `context`.
+async fn rebuild_one(ctx: &Ctx, context: &str, name: &str) -> anyhow::Result<bool> {
+    match context {
+        "shop" => shop::rebuild(ctx, name).await,
+        "dispatch" => dispatch::rebuild(ctx, name).await,
+        "engine" => engine::rebuild(ctx, name).await,
+        "cluster" => cluster::rebuild(ctx, name).await,
+        "dfs" => dfs::rebuild(ctx, name).await,
+        other => anyhow::bail!("context {other} has no projections"),
+    }
+}
 
 /// Checks service names against [`SERVICES`]; an empty list means all of them.
 ///
@@ -87,25 +166,30 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
     let ctx = Ctx::connect(config).await?;
     match args.first().map(String::as_str) {
         Some("list") => {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT projection, seq FROM runtime.checkpoints ORDER BY projection",
-            )
-            .fetch_all(&ctx.pool)
-            .await?;
-            for (name, seq) in rows {
-                println!("{name}\t{seq}");
+            for (name, seq) in list_projections(&ctx.pool).await? {
+                match seq {
+                    Some(seq) => println!("{name}\t{seq}"),
+                    None => println!("{name}\t-"),
+                }
             }
             Ok(())
         }
         Some("rebuild") => {
             let name = args.get(1).map(String::as_str).unwrap_or_default();
-            let done = shop::rebuild(&ctx, name).await?
-                || engine::rebuild(&ctx, name).await?
-                || dispatch::rebuild(&ctx, name).await?
-                || cluster::rebuild(&ctx, name).await?;
+            let Some(context) = CONTEXTS.iter().find(|c| c.projections.contains(&name)) else {
+                let known: Vec<&str> = CONTEXTS
+                    .iter()
+                    .flat_map(|c| c.projections.iter().copied())
+                    .collect();
+                anyhow::bail!(
+                    "unknown projection {name:?}; known: {} (see `switchyard projections list`)",
+                    known.join(", ")
+                );
+            };
             anyhow::ensure!(
-                done,
-                "unknown projection {name:?}: see `switchyard projections list`"
+                rebuild_one(&ctx, context.name, name).await?,
+                "the {} context does not rebuild {name:?}",
+                context.name
             );
             println!("projection {name} reset; running services replay it from the first event");
             Ok(())

@@ -105,8 +105,8 @@ async fn real_main() -> anyhow::Result<()> {
         }
         Command::Projections { command } => switchyard::projections(command_words(command)).await,
         Command::Sim { args } => match args.first().map(String::as_str) {
-            Some("carts") => dispatch::cli(args).await,
-            Some("pipeline") => cluster::cli(args).await,
+            Some("carts") => tools::dispatch_sim::cli(args).await,
+            Some("pipeline") => tools::cluster_sim::main(&args[1..]).await,
             _ => anyhow::bail!("usage: switchyard sim carts [--speed N] | switchyard sim pipeline"),
         },
         Command::Dfs { args } => dfs::cli(args).await,

@@ -12,6 +12,16 @@ use anyhow::Context as _;
 /// glibc's allocator served at about 6 % of the CPU under load (`BENCHMARKS.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The contexts' sections (moved out of the production crates).
+#[path = "bench/cluster.rs"]
+mod cluster;
+#[path = "bench/dfs.rs"]
+mod dfs;
+#[path = "bench/dispatch.rs"]
+mod dispatch;
+#[path = "bench/engine.rs"]
+mod engine;
+
 use e2e::{Client, NatsServer, Services, TestDb};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
@@ -700,10 +710,10 @@ async fn run() -> anyhow::Result<()> {
         let nats = NatsServer::start()?;
         let db = TestDb::create().await?;
         let section = match name {
-            "dispatch" => dispatch::bench::bench(&nats.url(), &db.url).await,
-            "engine" => engine::bench::bench(&nats.url(), &db.url).await,
-            "cluster" => cluster::bench::bench(&nats.url(), &db.url).await,
-            _ => dfs::bench::bench(&nats.url(), &db.url).await,
+            "dispatch" => dispatch::bench(&nats.url(), &db.url).await,
+            "engine" => engine::bench(&nats.url(), &db.url).await,
+            "cluster" => cluster::bench(&nats.url(), &db.url).await,
+            _ => dfs::bench(&nats.url(), &db.url).await,
         };
         match section {
             Ok(text) => writeln!(out, "{text}\n")?,

@@ -94,7 +94,7 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
         .clamp(1, 100_000);
     let ctx = Ctx::connect(Config::for_urls(nats_url, database_url)).await?;
     ctx.health.declare("cluster");
-    crate::start(&ctx).await?;
+    ::cluster::start(&ctx).await?;
     tokio::time::timeout(Duration::from_secs(60), ctx.health.wait_ready())
         .await
         .map_err(|_| anyhow::anyhow!("cluster not ready in 60 s"))?;

@@ -11,8 +11,8 @@
 //! downloads and raw runs whose medians are reported, default 5), `SWITCHYARD_BENCH_DFS_CHUNK_KB`
 //! (chunk size, default the client's 4096).
 
-use crate::chunk_server::{ChunkServer, ChunkServerOptions};
-use crate::client::{self, PutOptions, PARALLEL};
+use ::dfs::chunk_server::{ChunkServer, ChunkServerOptions};
+use ::dfs::client::{self, PutOptions, PARALLEL};
 use anyhow::Context as _;
 use futures::StreamExt;
 use std::fmt::Write as _;
@@ -171,7 +171,7 @@ async fn raw_rates(
             let name = format!("rawfan{k}");
             let conn = async_nats::connect(nats_url).await?;
             let mut subs = Vec::new();
-            for pattern in crate::fanout::patterns(&name) {
+            for pattern in ::dfs::fanout::patterns(&name) {
                 subs.push(conn.subscribe(pattern).await?);
             }
             conn.flush().await?;
@@ -181,7 +181,7 @@ async fn raw_rates(
                 while let Some(m) = subs.next().await {
                     if let Some(r) = m.reply {
                         let mut h = async_nats::HeaderMap::new();
-                        h.insert(crate::fanout::SERVER_HEADER, header_value.as_str());
+                        h.insert(::dfs::fanout::SERVER_HEADER, header_value.as_str());
                         let _ = conn
                             .publish_with_headers(
                                 r,
@@ -194,7 +194,7 @@ async fn raw_rates(
             }));
             names.push(name);
         }
-        let fanout = crate::fanout::Fanout::new(nats)
+        let fanout = ::dfs::fanout::Fanout::new(nats)
             .await
             .map_err(anyhow::Error::msg)?;
         let ids: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -282,15 +282,15 @@ async fn deploy(nats_url: &str, db_url: &str, dir: &std::path::Path) -> anyhow::
         .spawn(async move {
             let ctx = runtime::Ctx::connect(config).await?;
             ctx.health.declare("dfs");
-            crate::start(&ctx).await?;
+            ::dfs::start(&ctx).await?;
             let mut servers = Vec::new();
             for n in 0..4 {
                 let opts = ChunkServerOptions {
                     dir: dir.join(format!("bench-{n}")),
                     id: Some(format!("bench{n}-{run}")),
-                    settings: crate::Settings::from_env(),
+                    settings: ::dfs::Settings::from_env(),
                 };
-                servers.push(crate::chunk_server::connect(&url, opts).await?);
+                servers.push(::dfs::chunk_server::connect(&url, opts).await?);
             }
             // Keep the context (and so its connection) alive with the runtime.
             tokio::spawn(async move {

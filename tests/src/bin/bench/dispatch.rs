@@ -13,7 +13,7 @@
 //! Sizes: `SWITCHYARD_BENCH_DISPATCH_CARTS`, `SWITCHYARD_BENCH_DISPATCH_DRAIN`,
 //! `SWITCHYARD_BENCH_DISPATCH_SPEED`.
 
-use crate::domain::Graph;
+use ::dispatch::domain::Graph;
 use futures::StreamExt;
 use runtime::{Config, Ctx};
 use schemas::dispatch::{self as w, NodeKind};
@@ -44,7 +44,7 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
     let speed = env_or("SWITCHYARD_BENCH_DISPATCH_SPEED", 200).max(1) as f64;
     let ctx = Ctx::connect(Config::for_urls(nats_url, database_url)).await?;
     ctx.health.declare("dispatch");
-    crate::start(&ctx).await?;
+    ::dispatch::start(&ctx).await?;
     tokio::time::timeout(Duration::from_secs(120), ctx.health.wait_ready())
         .await
         .map_err(|_| anyhow::anyhow!("dispatch not ready in 120 s"))?;
@@ -202,14 +202,14 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
         .await?;
     }
     let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
-    let opts = crate::sim::SimOptions {
+    let opts = tools::dispatch_sim::SimOptions {
         speed,
         only_prefix: Some(drain_prefix.clone()),
         delivered: Some(tx),
         ..Default::default()
     };
     let bytes_per_second = opts.bytes_per_second;
-    let sim = crate::sim::spawn(client.clone(), opts);
+    let sim = tools::dispatch_sim::spawn(client.clone(), opts);
     tokio::time::sleep(Duration::from_millis(200)).await; // the simulator subscribes
     let started = Instant::now();
     let sends = (0..n_drain).map(|i| {

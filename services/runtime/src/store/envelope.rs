@@ -1,0 +1,119 @@
+//! The event envelope: how an event is stored (`{id, type, occurred_at, data}`), and the aggregate
+//! trait the repository folds events into.
+
+use crate::error::ServiceError;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// A state folded from events. `apply` must be total: an event already stored is a fact.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    /// The event type; its JSON is `{"type": "...", "data": {...}}` (the envelope adds `id` and
+    /// `occurred_at`).
+    type Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// Folds one event into the state.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// A stored event: its stream sequence, subject and decoded envelope.
+#[derive(Debug, Clone)]
+pub struct Stored<E> {
+    pub seq: u64,
+    pub subject: String,
+    pub id: uuid::Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub event: E,
+}
+
+/// The envelope fields beside the event.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct EnvelopeMeta {
+    pub id: uuid::Uuid,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Decodes one stored message: the envelope's `id`/`occurred_at` and the typed event.
+///
+/// # Errors
+/// A message that is not an envelope of this event type, with the reason.
+pub fn decode_event<E: DeserializeOwned>(payload: &[u8]) -> Result<(EnvelopeMeta, E), String> {
+    let meta: EnvelopeMeta =
+        serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?;
+    let event: E =
+        serde_json::from_slice(payload).map_err(|e| format!("unknown or malformed event: {e}"))?;
+    Ok((meta, event))
+}
+
+/// Encodes an event as the contract's envelope: `{id, type, occurred_at, data}`.
+///
+/// # Errors
+/// The event does not serialise as `{"type", "data"}` (a bug).
+pub fn encode_event<E: Serialize>(
+    id: uuid::Uuid,
+    occurred_at: DateTime<Utc>,
+    event: &E,
+) -> Result<Bytes, ServiceError> {
+    /// The envelope, written in one pass (the event adds `type` and `data`).
+    #[derive(Serialize)]
+    struct Envelope<'a, E> {
+        id: uuid::Uuid,
+        occurred_at: String,
+        #[serde(flatten)]
+        event: &'a E,
+    }
+    let env = Envelope {
+        id,
+        occurred_at: occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        event,
+    };
+    serde_json::to_vec(&env).map(Bytes::from).map_err(|e| {
+        ServiceError::internal(format!("event does not serialise as {{type, data}}: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Ev {
+        Happened { what: String, n: i64 },
+        Nothing,
+    }
+
+    #[test]
+    fn events_are_envelopes_and_round_trip() {
+        let id = uuid::Uuid::now_v7();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let bytes = encode_event(
+            id,
+            at,
+            &Ev::Happened {
+                what: "x.y".into(),
+                n: 3,
+            },
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["id"], id.to_string());
+        assert_eq!(v["type"], "Happened");
+        assert_eq!(v["occurred_at"], "2026-11-23T10:00:00.123456Z");
+        assert_eq!(v["data"], serde_json::json!({"what": "x.y", "n": 3}));
+        let (meta, ev) = decode_event::<Ev>(&bytes).unwrap();
+        assert_eq!(meta.id, id);
+        assert_eq!(meta.occurred_at, at);
+        assert_eq!(
+            ev,
+            Ev::Happened {
+                what: "x.y".into(),
+                n: 3
+            }
+        );
+        assert!(decode_event::<Ev>(b"garbage").is_err());
+        let unknown = br#"{"id":"0190c3c0-0000-7000-8000-000000000000","type":"Other","occurred_at":"2026-01-01T00:00:00Z","data":{}}"#;
+        assert!(decode_event::<Ev>(unknown).unwrap_err().contains("unknown"));
+    }
+}
