@@ -59,12 +59,7 @@ impl Aggregate for CqrsCart {
         _services: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), ShopError> {
-        let event = domain::decide(
-            &self.0,
-            &command,
-            chrono::Utc::now(),
-            uuid::Uuid::now_v7(),
-        )?;
+        let event = domain::decide(&self.0, &command, chrono::Utc::now(), uuid::Uuid::now_v7())?;
         sink.write(CqrsEvent(event), self).await;
         Ok(())
     }
@@ -228,7 +223,8 @@ impl CartStore for Cqrs {
                 Err(AggregateError::AggregateConflict) if retries < MAX_ATTEMPTS => retries += 1,
                 Err(AggregateError::DatabaseConnectionError(e))
                     if retries < MAX_ATTEMPTS
-                        && e.downcast_ref::<sqlx08::Error>().is_some_and(is_pg_conflict) =>
+                        && e.downcast_ref::<sqlx08::Error>()
+                            .is_some_and(is_pg_conflict) =>
                 {
                     retries += 1;
                 }
@@ -237,7 +233,11 @@ impl CartStore for Cqrs {
         }
     }
 
-    async fn read(&self, customer: &str, _after: Option<Ack>) -> anyhow::Result<Vec<(String, i64)>> {
+    async fn read(
+        &self,
+        customer: &str,
+        _after: Option<Ack>,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
         let view = self
             .views
             .load(customer)

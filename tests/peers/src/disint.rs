@@ -211,7 +211,11 @@ impl CartProjection {
     ///
     /// # Errors
     /// PostgreSQL refused.
-    pub async fn try_new(pool: PgPool, id: &'static str, table: &'static str) -> anyhow::Result<Self> {
+    pub async fn try_new(
+        pool: PgPool,
+        id: &'static str,
+        table: &'static str,
+    ) -> anyhow::Result<Self> {
         sqlx08::query(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (customer_id text NOT NULL, item_id text NOT NULL, position bigint NOT NULL, item_count bigint NOT NULL, event_id bigint NOT NULL, PRIMARY KEY (customer_id, item_id))"
         ))
@@ -439,7 +443,9 @@ fn is_conflict(e: &DecisionError<ShopError>) -> bool {
             match b.downcast_ref::<disintegrate_postgres::Error>() {
                 Some(disintegrate_postgres::Error::Concurrency) => true,
                 Some(disintegrate_postgres::Error::Database(d)) => is_pg_conflict(d),
-                _ => b.downcast_ref::<sqlx08::Error>().is_some_and(is_pg_conflict),
+                _ => b
+                    .downcast_ref::<sqlx08::Error>()
+                    .is_some_and(is_pg_conflict),
             }
         }
         DecisionError::Domain(_) => false,
@@ -476,7 +482,11 @@ impl CartStore for Disintegrate {
         }
     }
 
-    async fn read(&self, customer: &str, _after: Option<Ack>) -> anyhow::Result<Vec<(String, i64)>> {
+    async fn read(
+        &self,
+        customer: &str,
+        _after: Option<Ack>,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
         let rows = sqlx08::query(
             "SELECT item_id, item_count FROM cart_line WHERE customer_id = $1 ORDER BY position",
         )

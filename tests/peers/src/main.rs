@@ -179,10 +179,8 @@ async fn same_rules(store: &Store) -> anyhow::Result<()> {
     })
     .await?
     .done()?;
-    let (_, lines) = until_read(s, c, Some(last), Duration::from_secs(10), |l| {
-        l.len() == 2
-    })
-    .await?;
+    let (_, lines) =
+        until_read(s, c, Some(last), Duration::from_secs(10), |l| l.len() == 2).await?;
     anyhow::ensure!(
         lines == vec![("apple".to_string(), 7), ("fig".to_string(), 3)],
         "{}: read model {lines:?}",
@@ -205,7 +203,11 @@ async fn same_rules(store: &Store) -> anyhow::Result<()> {
         s.name()
     );
     let (_, lines) = until_read(s, c, None, Duration::from_secs(10), <[_]>::is_empty).await?;
-    anyhow::ensure!(lines.is_empty(), "{}: read model after checkout {lines:?}", s.name());
+    anyhow::ensure!(
+        lines.is_empty(),
+        "{}: read model after checkout {lines:?}",
+        s.name()
+    );
     Ok(())
 }
 
@@ -356,11 +358,14 @@ async fn run() -> anyhow::Result<()> {
             let customer = format!("ryw-{}", n % 20);
             let item = format!("ryw-item-{n}");
             let ack = s.get().execute(&add(&customer, &item, n)).await?.done()?;
-            let (took, lines) =
-                until_read(s.get(), &customer, Some(ack), Duration::from_secs(10), |l| {
-                    l.iter().any(|(i, _)| *i == item)
-                })
-                .await?;
+            let (took, lines) = until_read(
+                s.get(),
+                &customer,
+                Some(ack),
+                Duration::from_secs(10),
+                |l| l.iter().any(|(i, _)| *i == item),
+            )
+            .await?;
             if !lines.iter().any(|(i, _)| *i == item) {
                 ryw_late += 1;
             }
@@ -422,7 +427,10 @@ async fn run() -> anyhow::Result<()> {
         }
         let secs = t.elapsed().as_secs_f64();
         let lines = d.lines_in("replay_line").await?;
-        anyhow::ensure!(lines as u64 == n, "disintegrate replay: {lines} lines of {n} events");
+        anyhow::ensure!(
+            lines as u64 == n,
+            "disintegrate replay: {lines} lines of {n} events"
+        );
         rows[2].replay = Some((n, secs));
         rows[2].replay_note = "a `PgEventListener` with a new id on an empty table: from its start until its stored position is the last event id".into();
     }
@@ -441,7 +449,8 @@ async fn switchyard_replay(carts: usize, per_cart: usize) -> anyhow::Result<(u64
     {
         // Let the shop create its stream (and nothing else), then stop it.
         let db = TestDb::create().await?;
-        let svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
+        let svc =
+            Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
         drop(svc);
     }
     let client = Client::connect(&nats.url()).await?;
@@ -466,7 +475,13 @@ async fn switchyard_replay(carts: usize, per_cart: usize) -> anyhow::Result<(u64
     while let Some(a) = inflight.next().await {
         a?;
     }
-    let last_seq = js.get_stream(shop::STREAM).await?.info().await?.state.last_sequence;
+    let last_seq = js
+        .get_stream(shop::STREAM)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
     let n = (carts * per_cart) as u64;
     let db = TestDb::create().await?;
     let watcher = sqlx::PgPool::connect(&db.url).await?;
@@ -514,22 +529,80 @@ fn table(
     } else {
         "make bench (its peers part: make bench-peers)"
     };
-    writeln!(out, "## Peers: the shop cart on Switchyard, cqrs-es and disintegrate\n")?;
+    writeln!(
+        out,
+        "## Peers: the shop cart on Switchyard, cqrs-es and disintegrate\n"
+    )?;
     writeln!(out, "Command: `{cmd}`. One run, one nats-server, one PostgreSQL server (a fresh database each); ratios are against Switchyard in this run.\n")?;
     writeln!(out, "| measure | Switchyard (through NATS) | cqrs-es 0.5 + postgres-es 0.5 | disintegrate 4 + disintegrate-postgres 4 |\n|---|---|---|---|")?;
     let cells = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>().join(" | ");
     let base = &rows[0];
-    writeln!(out, "| add 100 items one by one, median of {reps} (ms) | {} |", cells(&|r| format!("{:.1} ({:.2}x)", r.add100_ms, r.add100_ms / base.add100_ms)))?;
-    writeln!(out, "| checkout of 100 items, median of {reps} (ms) | {} |", cells(&|r| format!("{:.2} ({:.2}x)", r.checkout_ms, r.checkout_ms / base.checkout_ms)))?;
+    writeln!(
+        out,
+        "| add 100 items one by one, median of {reps} (ms) | {} |",
+        cells(&|r| format!("{:.1} ({:.2}x)", r.add100_ms, r.add100_ms / base.add100_ms))
+    )?;
+    writeln!(
+        out,
+        "| checkout of 100 items, median of {reps} (ms) | {} |",
+        cells(&|r| format!(
+            "{:.2} ({:.2}x)",
+            r.checkout_ms,
+            r.checkout_ms / base.checkout_ms
+        ))
+    )?;
     let rate = |x: &(u64, u64, f64)| x.0 as f64 / x.2;
-    writeln!(out, "| 64 clients, distinct carts (100 per client), {tp} add-item commands: cmd/s | {} |", cells(&|r| format!("{:.0} ({:.2}x)", rate(&r.distinct), rate(&r.distinct) / rate(&base.distinct))))?;
-    writeln!(out, "| 64 clients, distinct carts: conflicts the client retried | {} |", cells(&|r| r.distinct.1.to_string()))?;
-    writeln!(out, "| 64 clients, one hot cart, up to {hot} add-item commands (distinct items): cmd/s | {} |", cells(&|r| format!("{:.0} ({:.2}x)", rate(&r.hot), rate(&r.hot) / rate(&base.hot))))?;
-    writeln!(out, "| one hot cart: conflicts the client retried (per acked command) | {} |", cells(&|r| format!("{} ({:.1})", r.hot.1, r.hot.1 as f64 / r.hot.0.max(1) as f64)))?;
+    writeln!(
+        out,
+        "| 64 clients, distinct carts (100 per client), {tp} add-item commands: cmd/s | {} |",
+        cells(&|r| format!(
+            "{:.0} ({:.2}x)",
+            rate(&r.distinct),
+            rate(&r.distinct) / rate(&base.distinct)
+        ))
+    )?;
+    writeln!(
+        out,
+        "| 64 clients, distinct carts: conflicts the client retried | {} |",
+        cells(&|r| r.distinct.1.to_string())
+    )?;
+    writeln!(
+        out,
+        "| 64 clients, one hot cart, up to {hot} add-item commands (distinct items): cmd/s | {} |",
+        cells(&|r| format!(
+            "{:.0} ({:.2}x)",
+            rate(&r.hot),
+            rate(&r.hot) / rate(&base.hot)
+        ))
+    )?;
+    writeln!(
+        out,
+        "| one hot cart: conflicts the client retried (per acked command) | {} |",
+        cells(&|r| format!(
+            "{} ({:.1})",
+            r.hot.1,
+            r.hot.1 as f64 / r.hot.0.max(1) as f64
+        ))
+    )?;
     writeln!(out, "| one hot cart: acked / lines in the write model (checkout) / lines in the read model; lost updates | {} |", cells(&|r| format!("{} / {} / {}; lost {} (write), {} (read)", r.hot.0, r.hot_write, r.hot_read, r.hot.0 as i64 - r.hot_write as i64, r.hot.0 as i64 - r.hot_read as i64)))?;
     writeln!(out, "| read your write: command acknowledged -> read model shows it, p50 / p99 of {ryw_n} (us) | {} |", cells(&|r| format!("{:.0} / {:.0}{}", r.ryw.0, r.ryw.1, if r.ryw.2 > 0 { format!(" ({} not seen in 10 s)", r.ryw.2) } else { String::new() })))?;
-    writeln!(out, "| projection replay into an empty read model: events/s | {} |", cells(&|r| r.replay.map_or("-".into(), |(n, s)| format!("{:.0} ({n} events in {s:.1} s; {:.2}x)", n as f64 / s, (n as f64 / s) / base.replay.map_or(f64::NAN, |(bn, bs)| bn as f64 / bs)))))?;
-    writeln!(out, "\nReplay, how each was measured: {}.", rows.iter().map(|r| r.replay_note.clone()).collect::<Vec<_>>().join("; "))?;
+    writeln!(
+        out,
+        "| projection replay into an empty read model: events/s | {} |",
+        cells(&|r| r.replay.map_or("-".into(), |(n, s)| format!(
+            "{:.0} ({n} events in {s:.1} s; {:.2}x)",
+            n as f64 / s,
+            (n as f64 / s) / base.replay.map_or(f64::NAN, |(bn, bs)| bn as f64 / bs)
+        )))
+    )?;
+    writeln!(
+        out,
+        "\nReplay, how each was measured: {}.",
+        rows.iter()
+            .map(|r| r.replay_note.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )?;
     writeln!(out, "\ncqrs-es view updates refused by the view's optimistic lock during the run (reported to the `GenericQuery` error handler; the view misses those events): {cq_view_errors}.")?;
     Ok(out)
 }
