@@ -309,6 +309,40 @@ impl EventListener<PgEventId, DisEvent> for CartProjection {
 
 type Store = PgEventStore<DisEvent, Json<DisEvent>>;
 
+/// disintegrate-postgres 4's event store and listener schema (its `event_store/sql` and
+/// `listener/sql`, plus the column and index its migrator adds for the `customer_id` domain id),
+/// with `4294967295` for the hexadecimal literal PostgreSQL 15 does not parse.
+const PG15_SCHEMA: &[&str] = &[
+    "CREATE SEQUENCE IF NOT EXISTS seq_event_event_id",
+    "CREATE TABLE IF NOT EXISTS event (event_id BIGINT PRIMARY KEY DEFAULT nextval('seq_event_event_id'), event_type VARCHAR(255), payload BYTEA, inserted_at TIMESTAMP DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS idx_event_type_btree ON event(event_type)",
+    "ALTER TABLE event ADD COLUMN IF NOT EXISTS customer_id TEXT",
+    "CREATE INDEX IF NOT EXISTS idx_event_customer_id ON event (customer_id) WHERE customer_id IS NOT NULL",
+    r"CREATE OR REPLACE FUNCTION event_store_begin_epoch() RETURNS void AS $$
+      DECLARE last_id BIGINT; db INT;
+      BEGIN
+        SELECT last_value INTO last_id FROM seq_event_event_id;
+        SELECT oid INTO db FROM pg_database WHERE datname = current_database();
+        PERFORM pg_try_advisory_xact_lock_shared(db, 0);
+        PERFORM pg_try_advisory_xact_lock_shared(1, (last_id & 4294967295)::bit(32)::integer);
+        PERFORM pg_try_advisory_xact_lock_shared(2, (last_id >> 32)::bit(32)::integer);
+      END; $$ LANGUAGE plpgsql",
+    r"CREATE OR REPLACE FUNCTION event_store_current_epoch() RETURNS BIGINT AS $$
+      DECLARE persisted BIGINT; pending BIGINT; db INT;
+      BEGIN
+        SELECT COALESCE(MAX(event_id), 0) INTO persisted FROM event;
+        SELECT oid INTO db FROM pg_database WHERE datname = current_database();
+        SELECT MIN((l3.objid::bigint << 32) + l2.objid::bigint) INTO pending
+          FROM pg_locks l1 JOIN pg_locks l2 ON l1.pid = l2.pid JOIN pg_locks l3 ON l1.pid = l3.pid
+          WHERE l1.classid = db AND l2.classid = 1 AND l3.classid = 2 AND l1.locktype = 'advisory';
+        RETURN LEAST(COALESCE(pending, persisted), persisted);
+      END; $$ LANGUAGE plpgsql",
+    "CREATE TABLE IF NOT EXISTS event_listener (id TEXT PRIMARY KEY, last_processed_event_id BIGINT, updated_at TIMESTAMP DEFAULT now())",
+    r"CREATE OR REPLACE FUNCTION notify_event_listener() RETURNS TRIGGER AS $$
+      BEGIN PERFORM pg_notify('new_events', NEW.event_type); RETURN NEW; END; $$ LANGUAGE plpgsql",
+    "CREATE OR REPLACE TRIGGER event_insert_trigger AFTER INSERT ON event FOR EACH ROW EXECUTE FUNCTION notify_event_listener()",
+];
+
 /// The decision maker, the event store, the read model's pool and the listener's task.
 pub struct Disintegrate {
     maker: PgDecisionMaker<DisEvent, Json<DisEvent>, NoSnapshot>,
@@ -340,7 +374,14 @@ impl Disintegrate {
     /// PostgreSQL unreachable.
     pub async fn start(url: &str, listen: bool) -> anyhow::Result<Self> {
         let pool = crate::cqrs::pool(url).await?;
-        let store = PgEventStore::try_new(pool.clone(), Json::<DisEvent>::default()).await?;
+        // `PgEventStore::try_new` runs disintegrate-postgres' migrations, whose
+        // `event_store_begin_epoch` writes a hexadecimal literal (`0xFFFFFFFF`) that only
+        // PostgreSQL 16+ parses; this machine's is 15. So the same schema is created here with a
+        // decimal literal, and the store and listener are built uninitialised.
+        for sql in PG15_SCHEMA {
+            sqlx08::query(sql).execute(&pool).await?;
+        }
+        let store = PgEventStore::new_uninitialized(pool.clone(), Json::<DisEvent>::default());
         let maker = decision_maker(store.clone(), NoSnapshot);
         let mut me = Self {
             maker,
@@ -361,10 +402,12 @@ impl Disintegrate {
     /// PostgreSQL refused.
     pub async fn listen(&mut self, id: &'static str, table: &'static str) -> anyhow::Result<()> {
         let projection = CartProjection::try_new(self.pool.clone(), id, table).await?;
-        let listener = PgEventListener::builder(self.store.clone()).register_listener(
-            projection,
-            PgEventListenerConfig::poller(Duration::from_secs(5)).with_notifier(),
-        );
+        let listener = PgEventListener::builder(self.store.clone())
+            .uninitialized()
+            .register_listener(
+                projection,
+                PgEventListenerConfig::poller(Duration::from_secs(5)).with_notifier(),
+            );
         let stop = self.stop.clone();
         self.listener = Some(tokio::spawn(async move {
             if let Err(e) = listener.start_with_shutdown(stop.wait()).await {
