@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source var/env &&
 
-.PHONY: run test bench up down fmt lint build cluster-up cluster-down fuzz dashboard bench-dashboard
+.PHONY: run test bench bench-peers up down fmt lint build cluster-up cluster-down fuzz dashboard bench-dashboard
 
 up:
 	@bash infra/up.sh
@@ -25,9 +25,9 @@ test: up dashboard
 	@cd services/dashboard && npx vitest run
 	@$(ENV) cargo build -q -p switchyard --bin switchyard
 	@$(ENV) if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+		cargo nextest run --workspace --exclude peers-bench --no-fail-fast; \
 	else \
-		cargo test --workspace --no-fail-fast; \
+		cargo test --workspace --exclude peers-bench --no-fail-fast; \
 	fi
 
 ## Benchmarks (a program, not tests): prints Markdown tables.
@@ -46,6 +46,11 @@ cluster-down:
 ## Browser benchmark of the dashboard (a program): 1,000 carts x 5 positions/s + 50 pipelines.
 bench-dashboard: up dashboard
 	@$(ENV) cargo run --release -p e2e --bin dashboard-bench
+
+## The shop cart on Switchyard, cqrs-es and disintegrate side by side (tests/peers);
+## PEERS_BENCH_QUICK=1 for a run of a few minutes.
+bench-peers: up
+	@$(ENV) cargo run --release -p peers-bench --bin peers
 
 down:
 	@bash infra/down.sh
