@@ -57,7 +57,7 @@ pub(crate) fn replay_event(customer: &str, i: usize) -> domain::Event {
         item_id: format!("item-{i}"),
         item_count: 1,
         offered_price: Money(999),
-        special_sale: (i % 2 == 0).then_some(Money(749)),
+        special_sale: i.is_multiple_of(2).then_some(Money(749)),
         sale_expiration: None,
     }
 }
@@ -80,7 +80,7 @@ fn add(customer: &str, item: &str, i: usize) -> Cmd {
         item: item.to_string(),
         price: 999,
         count: 1,
-        sale: (i % 2 == 0).then_some(749),
+        sale: i.is_multiple_of(2).then_some(749),
     }
 }
 
