@@ -103,9 +103,13 @@ else
   mkdir -p "$VAR/nats/js"
   # Accounts, users and permissions (infra/auth.sh); SWITCHYARD_NATS_AUTH=off runs without them.
   AUTH_INCLUDE=""
+  WS_AUTH=""
   if [ "${SWITCHYARD_NATS_AUTH:-on}" != off ]; then
     bash "$ROOT/infra/auth.sh" "$VAR/nats"
     AUTH_INCLUDE="include auth.conf"
+    # A browser page cannot hold a secret: WebSocket connections without credentials are the
+    # read-only `dashboard` user (live subjects and queries only; README, Security).
+    WS_AUTH=", no_auth_user: dashboard"
   fi
   # A server this script started from an older binary (Debian's 2.9.10, before the pin) is replaced.
   if [ -f "$VAR/nats/nats.pid" ] && reachable 127.0.0.1 "$NATS_PORT"; then
@@ -122,7 +126,7 @@ else
 listen: 127.0.0.1:$NATS_PORT
 http: 127.0.0.1:$NATS_HTTP_PORT
 # For the dashboard (a browser talks NATS itself): loopback only, so no TLS.
-websocket { listen: 127.0.0.1:$NATS_WS_PORT, no_tls: true }
+websocket { listen: 127.0.0.1:$NATS_WS_PORT, no_tls: true$WS_AUTH }
 max_payload: 8MB
 # Room for a chunk server with 16 fanned-out 4 MiB chunks on their way (the default is 64MB).
 max_pending: 256MB
