@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod history;
 pub mod load;
 pub mod nats_cluster;
+pub mod shop_load;
 
 use anyhow::Context as _;
 use bytes::Bytes;
