@@ -12,8 +12,15 @@ build: up
 
 ## Install what is missing, start NATS and PostgreSQL (or use NATS_URL / DATABASE_URL), build, run
 ## every service plus the cart and pipeline simulators, and print where everything is.
+## `CLUSTER=3 make run`: the same on a 3-node JetStream cluster (R3) with SWITCHYARD_PROCESSES
+## (default 3) processes, as `make cluster-up` (stop it with `make cluster-down`).
+CLUSTER ?= 1
 run: build
-	@bash infra/run.sh
+	@case "$(CLUSTER)" in \
+	  1) bash infra/run.sh ;; \
+	  3) bash infra/cluster.sh up ;; \
+	  *) echo "CLUSTER=$(CLUSTER): 1 (one nats-server) or 3 (a 3-node cluster)" >&2; exit 2 ;; \
+	esac
 
 ## The dashboard page (services/dashboard/dist): npm ci + vite build, Chromium for its tests.
 dashboard:

@@ -158,7 +158,14 @@ impl Ctx {
     /// # Errors
     /// JetStream unreachable.
     pub async fn event_store(&self, domain: &str, stream: &str) -> anyhow::Result<EventStore> {
-        EventStore::open(self.js.clone(), domain, stream, self.config.replicas).await
+        EventStore::open_with(
+            self.js.clone(),
+            domain,
+            stream,
+            self.config.replicas,
+            self.config.group_commit,
+        )
+        .await
     }
 
     /// A repository of aggregates of type `A` over `store`.

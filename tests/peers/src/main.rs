@@ -179,10 +179,11 @@ async fn same_rules(store: &Store) -> anyhow::Result<()> {
     })
     .await?
     .done()?;
+    let want = vec![("apple".to_string(), 7), ("fig".to_string(), 3)];
     let (_, lines) =
-        until_read(s, c, Some(last), Duration::from_secs(10), |l| l.len() == 2).await?;
+        until_read(s, c, Some(last), Duration::from_secs(10), |l| l == want.as_slice()).await?;
     anyhow::ensure!(
-        lines == vec![("apple".to_string(), 7), ("fig".to_string(), 3)],
+        lines == want,
         "{}: read model {lines:?}",
         s.name()
     );

@@ -513,7 +513,6 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each), projection running | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {:.2} of the bare pipeline |", rate / best64, rate / bare)?;
     writeln!(out, "| shop add-item commands, 64 concurrent clients, projection paused | {paused:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {:.2} of the bare pipeline |", paused / best64, paused / bare)?;
     writeln!(out, "| bare pipeline, 64 concurrent clients: request, acked publish with expected sequence, reply; no Switchyard code | {bare:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", bare / best64)?;
-
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
     let mut vis = Vec::new();
@@ -554,6 +553,16 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| projection lag sampled every 100 ms at {steady} cmd/s, median / max | {:.0} / {:.0} events | |", median(&mut lags.clone()), lags.iter().cloned().fold(0.0, f64::max))?;
     drop(svc);
     drop(db);
+    let ab = group_commit_ab(&client, &nats.url(), total).await?;
+    let (off, on) = (median(&mut ab.rate[0].clone()), median(&mut ab.rate[1].clone()));
+    let (lone_off, lone_on) = (median(&mut ab.lone_us[0].clone()), median(&mut ab.lone_us[1].clone()));
+    writeln!(out, "\nGroup commit (`SWITCHYARD_GROUP_COMMIT`), A/B in this run: the same database, the shop service restarted with it off and on, alternately ({} rounds, median; all rounds in brackets), projection running, {total} add-item commands from 64 concurrent clients per round. Lone command: one add-item at a time, 100 in a row, per command.\n", ab.rate[0].len())?;
+    writeln!(out, "| measure | group commit off | group commit on | on / off | on / bare pipeline |\n|---|---|---|---|---|")?;
+    let all = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    writeln!(out, "| commands/s, 64 clients | {off:.0} ({}) | {on:.0} ({}) | {:.2} | {:.2} |", all(&ab.rate[0]), all(&ab.rate[1]), on / off, on / bare)?;
+    writeln!(out, "| lone command latency (us) | {lone_off:.0} ({}) | {lone_on:.0} ({}) | {:.2} | |", all(&ab.lone_us[0]), all(&ab.lone_us[1]), lone_on / lone_off)?;
+    writeln!(out, "| events per acknowledgement (on) | 1 | {:.1} | | |\n", ab.events_per_ack)?;
+
 
     // Projection throughput: replay the whole SHOP stream into a fresh database.
     // Two figures: from the start of the process until it is ready (connecting, migrations and
@@ -609,6 +618,83 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     drop(db);
     let plain = plain_projection_loop(&client.nats, last_seq).await?;
     writeln!(out, "| baseline, same run: a plain loop of fetch 500, one PostgreSQL transaction inserting them (seq, subject, payload), ack, over the same {events} events | {plain:.0} events/s | |")?;
+    Ok(())
+}
+
+/// Group commit off and on, alternately, on one database (so that no run replays another's events).
+struct GroupCommitAb {
+    /// Commands per second, [off, on], per round.
+    rate: [Vec<f64>; 2],
+    /// Lone command latency in microseconds, [off, on], per round.
+    lone_us: [Vec<f64>; 2],
+    /// Events per acknowledgement with group commit on (from the stream's sequences and the
+    /// number of acks the service logged: appends / (batches + single appends)).
+    events_per_ack: f64,
+}
+
+async fn group_commit_ab(
+    client: &Client,
+    nats_url: &str,
+    total: usize,
+) -> anyhow::Result<GroupCommitAb> {
+    let rounds: usize = env_or("SWITCHYARD_BENCH_GC_ROUNDS", 3);
+    let db = TestDb::create().await?;
+    let mut ab = GroupCommitAb {
+        rate: [Vec::new(), Vec::new()],
+        lone_us: [Vec::new(), Vec::new()],
+        events_per_ack: f64::NAN,
+    };
+    let (mut appends, mut acks) = (0u64, 0u64);
+    for round in 0..rounds {
+        for (k, on) in [false, true].into_iter().enumerate() {
+            eprintln!("bench: shop group commit {} (round {round})", if on { "on" } else { "off" });
+            let mut cfg = runtime::Config::for_urls(nats_url, &db.url);
+            cfg.group_commit = on;
+            let svc = Services::start(cfg, &["shop"]).await?;
+            wait_projection(client, &db.url).await?;
+            let before = runtime::store::group_commit::totals();
+            ab.rate[k].push(shop_throughput(client, total, &format!("gc{round}{k}")).await?);
+            let t = runtime::store::group_commit::totals();
+            // Counted over the throughput run only (the lone commands below are batches of one).
+            let (a, b, e) = (t.appends - before.appends, t.batches - before.batches, t.batched - before.batched);
+            appends += a;
+            acks += b + (a - e);
+            wait_projection(client, &db.url).await?;
+            let customer = format!("lone-{round}-{k}");
+            let t = Instant::now();
+            for i in 0..100 {
+                client
+                    .command_seq("shop.cmd.add-item", &add(&customer, &format!("item-{i}")))
+                    .await?;
+            }
+            ab.lone_us[k].push(us(t.elapsed()) / 100.0);
+            drop(svc);
+        }
+    }
+    if acks > 0 {
+        ab.events_per_ack = appends as f64 / acks as f64;
+    }
+    drop(db);
+    Ok(ab)
+}
+
+/// Waits until the shop projection of `db_url` has applied the whole SHOP stream.
+async fn wait_projection(client: &Client, db_url: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(db_url).await?;
+    let last = client.stream_len("SHOP").await? as i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let cp: i64 =
+            sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht'")
+                .fetch_optional(&pool)
+                .await?
+                .unwrap_or(0);
+        if cp >= last || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
     Ok(())
 }
 

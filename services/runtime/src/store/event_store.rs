@@ -2,6 +2,7 @@
 //! `Nats-Msg-Id`, load an aggregate.
 
 use super::envelope::{decode_event, Stored};
+use super::group_commit::Appender;
 use super::DUPLICATE_WINDOW;
 use crate::error::ServiceError;
 use anyhow::Context as _;
@@ -29,6 +30,8 @@ pub struct EventStore {
     stream: stream::Stream,
     name: String,
     replicas: usize,
+    /// Group commit of concurrent appends, when the stream allows atomic batches.
+    appender: Option<Appender>,
 }
 
 impl EventStore {
@@ -43,6 +46,25 @@ impl EventStore {
         name: &str,
         replicas: usize,
     ) -> anyhow::Result<Self> {
+        Self::open_with(js, domain, name, replicas, false).await
+    }
+
+    /// [`Self::open`], with group commit of concurrent appends when `group_commit` is set and the
+    /// server has atomic batch publish (nats-server 2.12+; the stream then allows it). See
+    /// [`super::group_commit`].
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub async fn open_with(
+        js: jetstream::Context,
+        domain: &str,
+        name: &str,
+        replicas: usize,
+        group_commit: bool,
+    ) -> anyhow::Result<Self> {
+        let atomic = group_commit
+            && crate::nats::parse_version(&js.client().server_info().version)
+                .is_some_and(|v| v >= crate::nats::ATOMIC_BATCH_VERSION);
         let config = stream::Config {
             name: name.to_string(),
             subjects: vec![format!("{domain}.events.>")],
@@ -51,14 +73,17 @@ impl EventStore {
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
             description: Some(format!("Switchyard {domain} events")),
+            allow_atomic_publish: atomic,
             ..Default::default()
         };
         let stream = crate::nats::ensure_stream(&js, config, replicas).await?;
+        let appender = atomic.then(|| Appender::start(js.clone(), name));
         Ok(Self {
             js,
             stream,
             name: name.to_string(),
             replicas,
+            appender,
         })
     }
 
@@ -85,6 +110,7 @@ impl EventStore {
                     stream,
                     name: name.to_string(),
                     replicas,
+                    appender: None,
                 })
             }
             Err(_) => Self::open(js, domain, name, 1).await,
@@ -254,6 +280,7 @@ impl EventStore {
     }
 
     /// Appends one encoded event to `subject` if the subject's last sequence is still `expected`.
+    /// With group commit on, events of concurrent commands share one atomic batch and its ack.
     ///
     /// # Errors
     /// [`AppendError::WrongLastSequence`] when another writer was first; `Unacknowledged` otherwise.
@@ -264,22 +291,16 @@ impl EventStore {
         expected: u64,
         msg_id: &str,
     ) -> Result<jetstream::publish::PublishAck, AppendError> {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(msg_id)
-            .expected_last_subject_sequence(expected);
-        let ack = self
-            .js
-            .send_publish(subject.to_string(), msg)
-            .await
-            .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
-        match ack.await {
-            Ok(ack) => Ok(ack),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(AppendError::WrongLastSequence)
-            }
-            Err(e) => Err(AppendError::Unacknowledged(e.to_string())),
+        match &self.appender {
+            Some(appender) => appender.append(subject, payload, expected, msg_id).await,
+            None => super::group_commit::single(&self.js, subject, payload, expected, msg_id).await,
         }
+    }
+
+    /// What group commit did on this stream (`None` when it is off).
+    #[must_use]
+    pub fn group_commit_stats(&self) -> Option<&super::group_commit::Stats> {
+        self.appender.as_ref().map(Appender::stats)
     }
 
     /// The stream sequence of the event on `subject` that was stored with `msg_id`, if there is one

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub mod envelope;
 pub mod event_store;
+pub mod group_commit;
 pub mod idempotency;
 pub mod repository;
 

@@ -248,6 +248,8 @@ async fn command_run(
         bench: cpu.bench / n,
     };
     let raw = RawSequence::start(&client.nats).await?;
+    // Each configuration its own raw subjects: they start from an empty subject (expected 0).
+    let run_tag = uuid::Uuid::now_v7().simple().to_string();
     let (mut adds, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..reps {
         let customer = format!("lat-{r}");
@@ -259,7 +261,7 @@ async fn command_run(
         }
         let a = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
-        raw_sequence(&client.nats, &raw, &format!("bench.js.seq.{r}")).await?;
+        raw_sequence(&client.nats, &raw, &format!("bench.js.seq.{run_tag}.{r}")).await?;
         let b = t.elapsed().as_secs_f64() * 1000.0;
         adds.push(a);
         raws.push(b);
