@@ -200,8 +200,12 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     dashboard.request("sys.query.health", &json!({})).await?;
     // The dashboard's own additions reach the services too (dfs.query.* is imported).
     dashboard.request("dfs.query.servers", &json!({})).await?;
-    dashboard.request("engine.query.systems", &json!({})).await?;
-    dashboard.request("dispatch.query.queue", &json!({})).await?;
+    dashboard
+        .request("engine.query.systems", &json!({}))
+        .await?;
+    dashboard
+        .request("dispatch.query.queue", &json!({}))
+        .await?;
     // The services' own delta for m1 reaches the dashboard (so the silence below means something).
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(m) = live.next().await {

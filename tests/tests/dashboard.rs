@@ -159,7 +159,13 @@ async fn dashboard_operator_signs_in_under_the_accounts() -> anyhow::Result<()> 
     config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
     let services = e2e::Services::start(config, &[]).await?;
     let http = services.http_addr.expect("the gateway runs");
-    let admin = Client::connect(&url("admin")).await?;
+    let admin = Client {
+        nats: async_nats::ConnectOptions::new()
+            .user_and_password("admin".into(), password(&creds, "admin"))
+            .request_timeout(Some(Duration::from_secs(15)))
+            .connect(format!("127.0.0.1:{}", nats.port))
+            .await?,
+    };
     cmd(
         &admin,
         "engine.cmd.add-module",
