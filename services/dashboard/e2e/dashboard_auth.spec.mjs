@@ -56,6 +56,7 @@ try {
   await request();
   await page.waitForSelector('[data-testid=request-error]:has-text("permission_denied")', { timeout: 10000 });
   await page.waitForSelector('[data-testid=request-error]:has-text("dispatch.cmd.request-datasets")');
+  await shot(page, 'dispatch-refused');
 
   step('a wrong password is refused and the page stays anonymous');
   await page.click('[data-testid=signin-open]');
@@ -64,6 +65,7 @@ try {
   await page.click('[data-testid=signin-form] button');
   await page.waitForSelector('[data-testid=signin-error]:has-text("refused")', { timeout: 20000 });
   await connectedAs('');
+  await shot(page, 'signin-refused');
 
   step('sign in as operator: the page reconnects as operator');
   await page.fill('[data-testid=signin-form] input[name=password]', process.env.OPERATOR_PASSWORD);
