@@ -33,7 +33,7 @@ try {
   step('anonymous: connected read-only, the views load');
   await page.goto(url + '#overview');
   await connectedAs('');
-  if (!(await page.textContent('[data-testid=conn-user]')).includes('anonymous')) throw new Error('the header does not say anonymous');
+  if (!(await page.textContent('[data-testid=conn-user]')).includes('anonymous (read-only)')) throw new Error(`the header does not say anonymous (read-only): ${await page.textContent('[data-testid=conn-user]')}`);
   await page.waitForSelector('[data-testid=health] tbody tr', { timeout: 20000 });
   await go('dfs');
   // dfs.query.servers reaches the service through the CLIENTS account's imports.

@@ -7,6 +7,7 @@ describe('sign-in and refusals', () => {
   it('names who the page is connected as', () => {
     expect(identity(null).label).toBe('anonymous (read-only)');
     expect(identity('operator').label).toBe('operator');
+    expect(identity(null, false).label).toBe('anonymous (no NATS accounts)');
   });
   it('finds the permissions violation in a request error and its causes', () => {
     // nats-core wraps the server's -ERR in a RequestError whose cause is the violation.

@@ -5,8 +5,12 @@
 // user's password (typed by the human, kept only in memory); it may also send `engine.exec` and
 // `dispatch.cmd.request-datasets`. The bus refuses anything else with a permissions violation.
 
-/** What the header shows for a connection made with `user` (`null`: none given). */
-export function identity(user: string | null): { label: string; title: string } {
+/** What the header shows for a connection made with `user` (`null`: none given); `authRequired`
+ * is the server's INFO flag (false: a server without accounts, where anonymous may do anything). */
+export function identity(user: string | null, authRequired = true): { label: string; title: string } {
+  if (!user && !authRequired) {
+    return { label: 'anonymous (no NATS accounts)', title: 'The NATS server has no accounts or users: every client may do anything.' };
+  }
   if (!user) {
     return {
       label: 'anonymous (read-only)',

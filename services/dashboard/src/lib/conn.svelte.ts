@@ -36,6 +36,8 @@ class Connection {
 
   /** The NATS user the page connected with (`null`: anonymous). */
   user = $state<string | null>(null);
+  /** The server's INFO `auth_required` (false: no accounts, anonymous may do anything). */
+  authRequired = $state(true);
   signInError = $state('');
   signingIn = $state(false);
   /** Kept in memory only, never stored; dropped on sign-out. */
@@ -90,6 +92,7 @@ class Connection {
         this.nc = nc;
         this.user = creds?.user ?? null;
         this.server = nc.info?.server_name ?? '';
+        this.authRequired = nc.info?.auth_required === true;
         this.connected();
         for (const s of this.subs) this.attach(s);
         this.watch(nc);
