@@ -115,6 +115,13 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     let (nats, dir) = NatsServer::start_with_auth()?;
     let db = TestDb::create().await?;
     let port = nats.port;
+    // Every generated password, the operator's included, is readable by its owner only.
+    for user in ["switchyard", "dashboard", "operator"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let f = dir.join("creds").join(format!("{user}.env"));
+        let mode = std::fs::metadata(&f)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is mode {mode:o}", f.display());
+    }
     // Without credentials nobody gets in.
     assert!(
         async_nats::connect(format!("nats://127.0.0.1:{port}"))
