@@ -18,7 +18,7 @@ umask 077
 mkdir -p "$DIR/creds"
 chmod 700 "$DIR/creds"
 
-USERS="switchyard admin shop dispatch engine cluster dfs dashboard sys"
+USERS="switchyard admin shop dispatch engine cluster dfs dashboard operator sys"
 
 password_of() {
   local f="$DIR/creds/$1.env" p=""
@@ -70,7 +70,7 @@ accounts {
       { service: "dispatch.cmd.>" }, { service: "dispatch.query.>" },
       { service: "engine.cmd.>" }, { service: "engine.query.>" }, { service: "engine.exec" },
       { service: "cluster.cmd.>" }, { service: "cluster.query.>" },
-      { service: "dfs.coordinator" }, { service: "dfs.chunk.*" },
+      { service: "dfs.coordinator" }, { service: "dfs.chunk.*" }, { service: "dfs.query.>" },
       # One fanned-out chunk is answered by every server it names.
       { service: "dfs.put.>", response_type: stream },
       { service: "sys.query.health" },
@@ -93,6 +93,7 @@ accounts {
       { service: { account: SWITCHYARD, subject: "cluster.query.>" } },
       { service: { account: SWITCHYARD, subject: "dfs.coordinator" } },
       { service: { account: SWITCHYARD, subject: "dfs.chunk.*" } },
+      { service: { account: SWITCHYARD, subject: "dfs.query.>" } },
       { service: { account: SWITCHYARD, subject: "dfs.put.>" } },
       { service: { account: SWITCHYARD, subject: "sys.query.health" } },
       { stream: { account: SWITCHYARD, subject: "dispatch.status.>" } },
@@ -123,6 +124,12 @@ accounts {
       # The web dashboard (nats.ws over the WebSocket listener; STANDARD for the CLI and tests).
       { user: dashboard, password: "${PW[dashboard]}", allowed_connection_types: ["WEBSOCKET", "STANDARD"],
         permissions: { publish: { allow: ["*.query.>", "sys.query.health"], deny: [$DENY] },
+                       subscribe: { allow: ["_INBOX.>", "dispatch.status.>", "engine.status.>", "engine.watch.>",
+                                            "engine.system", "cluster.tree.>", "shop.live.>", "dfs.live.>"] } } }
+      # An operator signed in on the dashboard: what dashboard may, plus engine.exec (the engine's
+      # token and role checks and its audit still apply) and dispatch.cmd.request-datasets.
+      { user: operator, password: "${PW[operator]}", allowed_connection_types: ["WEBSOCKET", "STANDARD"],
+        permissions: { publish: { allow: ["*.query.>", "sys.query.health", "engine.exec", "dispatch.cmd.request-datasets"], deny: [$DENY] },
                        subscribe: { allow: ["_INBOX.>", "dispatch.status.>", "engine.status.>", "engine.watch.>",
                                             "engine.system", "cluster.tree.>", "shop.live.>", "dfs.live.>"] } } }
     ]

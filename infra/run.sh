@@ -42,6 +42,7 @@ Try:
 NATS users (passwords in var/nats/creds/<user>.env, readable by you only; rights: README "Who may publish what"):
 $(for f in var/nats/creds/*.env; do [ -f "$f" ] && printf '  %-11s %s\n' "$(basename "$f" .env)" "$f"; done)
   e.g.  set -a; . var/nats/creds/shop.env; set +a   (then any NATS client reads NATS_USER / NATS_PASSWORD)
+  The dashboard is read-only until you "Sign in as operator" with the password in var/nats/creds/operator.env.
 
 Ctrl-C stops the services; \`make down\` stops NATS and PostgreSQL.
 INFO

@@ -12,6 +12,10 @@
 //! - `shop.live.dht-stats` ([`crate::shop::DhtStatsReply`]): keys per shard, at most twice a second
 //!   while carts change (and once after the last change).
 //! - `shop.query.checkouts` `{limit?}` → [`RecentCheckouts`]: the latest checkouts, newest first.
+//! - `engine.query.systems` `{limit?, min_seq?}` → [`Systems`]: every system id with its module
+//!   count, from the engine read model (the contract has no list of systems).
+//! - `dispatch.query.queue` `{cart_id?, min_seq?}` → [`Queues`]: the requests waiting in each cart's
+//!   FIFO queue, in order (the contract has no queue query).
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -130,6 +134,71 @@ pub struct RecentCheckouts {
     pub checkouts: Vec<LiveCheckout>,
 }
 
+/// `engine.query.systems`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemsQuery {
+    /// At most this many, by system id (1..=5000, default 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub min_seq: Option<u64>,
+}
+
+/// One system in [`Systems`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SystemSummary {
+    pub system_id: String,
+    /// How many modules the system holds (its `modules` list, in order).
+    pub modules: u32,
+    /// Stream sequence of the system's last `SystemSet`.
+    pub seq: u64,
+}
+
+/// Reply of `engine.query.systems`: systems sorted by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Systems {
+    pub systems: Vec<SystemSummary>,
+    /// How many systems there are (more than `systems.len()` when `limit` cut the list).
+    pub total: u64,
+}
+
+/// `dispatch.query.queue`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    /// One cart (its queue, possibly empty; unknown cart `not_found`); absent: every cart whose
+    /// queue is not empty.
+    #[serde(default)]
+    pub cart_id: Option<String>,
+    #[serde(default)]
+    pub min_seq: Option<u64>,
+}
+
+/// A request waiting for a cart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QueuedRequest {
+    pub request_id: String,
+    pub server_id: String,
+    /// The datasets this cart is to carry for the request.
+    pub datasets: Vec<String>,
+}
+
+/// One cart's FIFO queue, first in line first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CartQueue {
+    pub cart_id: String,
+    pub requests: Vec<QueuedRequest>,
+}
+
+/// Reply of `dispatch.query.queue`: carts sorted by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Queues {
+    pub queues: Vec<CartQueue>,
+    /// The DISPATCH stream sequence the answer includes.
+    pub seq: u64,
+}
+
 /// Subjects of this module for the catalogue.
 pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
     use crate::catalogue::Kind::*;
@@ -144,5 +213,7 @@ pub fn subjects() -> Vec<crate::catalogue::SubjectDoc> {
         doc!("shop.live.checkouts", Live, "Each checkout as it is recorded (an addition for dashboards).", LiveCheckout),
         doc!("shop.live.dht-stats", Live, "Keys per shard, at most twice a second while carts change and once after the last change (an addition).", DhtStatsReply),
         doc!("shop.query.checkouts", Query, "The latest checkouts, newest first (limit 1..=200, default 50; an addition).", CheckoutsQuery => RecentCheckouts),
+        doc!("engine.query.systems", Query, "Every system id with its module count, sorted by id (limit 1..=5000, default 1000; total counts them all; an addition).", SystemsQuery => Systems),
+        doc!("dispatch.query.queue", Query, "The requests waiting in a cart's FIFO queue, first in line first (one cart, or every cart with a non-empty queue; unknown cart not_found; an addition).", QueueQuery => Queues),
     ]
 }

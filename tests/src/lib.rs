@@ -129,6 +129,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// Appended to the generated config (e.g. `include auth.conf`).
     extra_conf: String,
+    /// Added to the `websocket` block (e.g. `no_auth_user: dashboard`).
+    ws_extra: String,
 }
 
 impl NatsServer {
@@ -138,12 +140,13 @@ impl NatsServer {
     /// No nats-server binary, or it did not start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        Self::start_in(dir, String::new())
+        Self::start_in(dir, String::new(), String::new())
     }
 
     /// As [`NatsServer::start`] with the accounts, users and permissions that `infra/auth.sh`
-    /// writes (the set-up's own generator, run into the server's directory). Returns the server
-    /// and the directory holding `creds/<user>.env`.
+    /// writes (the set-up's own generator, run into the server's directory), and, as `infra/up.sh`
+    /// has it, the WebSocket listener binding credential-less connections to the read-only
+    /// `dashboard` user. Returns the server and the directory holding `creds/<user>.env`.
     ///
     /// # Errors
     /// The generator or the server failed.
@@ -157,16 +160,28 @@ impl NatsServer {
             .context("running infra/auth.sh")?;
         anyhow::ensure!(status.success(), "infra/auth.sh failed: {status}");
         let path = dir.path().to_path_buf();
-        Ok((Self::start_in(dir, "include auth.conf\n".into())?, path))
+        Ok((
+            Self::start_in(
+                dir,
+                "include auth.conf\n".into(),
+                "  no_auth_user: dashboard\n".into(),
+            )?,
+            path,
+        ))
     }
 
-    fn start_in(dir: tempfile::TempDir, extra_conf: String) -> anyhow::Result<Self> {
+    fn start_in(
+        dir: tempfile::TempDir,
+        extra_conf: String,
+        ws_extra: String,
+    ) -> anyhow::Result<Self> {
         let mut s = Self {
             port: free_port(),
             ws_port: free_port(),
             dir,
             child: None,
             extra_conf,
+            ws_extra,
         };
         // Another test may take the same free port between our probe and the server's bind: then
         // the server exits at once, and we try another port.
@@ -208,9 +223,10 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nwebsocket {{\n  listen: 127.0.0.1:{}\n  no_tls: true\n}}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n{}",
+                "listen: 127.0.0.1:{}\nwebsocket {{\n  listen: 127.0.0.1:{}\n  no_tls: true\n{}}}\nmax_payload: 8MB\nmax_pending: 256MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n{}",
                 self.port,
                 self.ws_port,
+                self.ws_extra,
                 self.dir.path().join("js").display(),
                 self.extra_conf
             ),

@@ -1,7 +1,8 @@
 //! The bus says no: a real nats-server with the accounts, users and permissions that
 //! `infra/auth.sh` generates. For every user an allowed request works, and a forbidden publish is
 //! refused by the server (a permissions violation reported to the client) and changes nothing: no
-//! stream's last sequence moves and no dashboard subscriber sees the forged message.
+//! stream's last sequence moves and no dashboard subscriber sees the forged message. The
+//! dashboard's `operator` may also exec and request datasets, and nothing more.
 
 use async_nats::jetstream;
 use e2e::{NatsServer, TestDb};
@@ -49,6 +50,24 @@ async fn connect(port: u16, dir: &Path, user: &str) -> anyhow::Result<As> {
 }
 
 impl As {
+    /// A request with headers; the reply's JSON whatever it says (a service error included).
+    async fn answer(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let msg = self
+            .nats
+            .request_with_headers(
+                subject.to_string(),
+                headers,
+                serde_json::to_vec(body)?.into(),
+            )
+            .await?;
+        Ok(serde_json::from_slice(&msg.payload)?)
+    }
+
     async fn request(&self, subject: &str, body: &Value) -> anyhow::Result<Value> {
         let msg = self
             .nats
@@ -96,6 +115,13 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     let (nats, dir) = NatsServer::start_with_auth()?;
     let db = TestDb::create().await?;
     let port = nats.port;
+    // Every generated password, the operator's included, is readable by its owner only.
+    for user in ["switchyard", "dashboard", "operator"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let f = dir.join("creds").join(format!("{user}.env"));
+        let mode = std::fs::metadata(&f)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is mode {mode:o}", f.display());
+    }
     // Without credentials nobody gets in.
     assert!(
         async_nats::connect(format!("nats://127.0.0.1:{port}"))
@@ -179,6 +205,14 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
         )
         .await?;
     dashboard.request("sys.query.health", &json!({})).await?;
+    // The dashboard's own additions reach the services too (dfs.query.* is imported).
+    dashboard.request("dfs.query.servers", &json!({})).await?;
+    dashboard
+        .request("engine.query.systems", &json!({}))
+        .await?;
+    dashboard
+        .request("dispatch.query.queue", &json!({}))
+        .await?;
     // The services' own delta for m1 reaches the dashboard (so the silence below means something).
     tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(m) = live.next().await {
@@ -193,6 +227,80 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
         .nats
         .request("$JS.API.INFO".to_string(), "".into())
         .await?;
+
+    // The operator (signed in on the dashboard): what dashboard may, plus engine.exec (the
+    // engine's own token check still applies) and dispatch.cmd.request-datasets; nothing else.
+    let mut operator = connect(port, &dir, "operator").await?;
+    for (m, driver, name) in [
+        ("op-disp", "display", "Display"),
+        ("op-calc", "calculator", "Calculator"),
+    ] {
+        admin
+            .request(
+                "engine.cmd.add-module",
+                &json!({"module_id": m, "driver_id": driver, "name": name}),
+            )
+            .await?;
+    }
+    let set = admin
+        .request(
+            "engine.cmd.set-system",
+            &json!({"system_id": "op-sys", "modules": ["op-disp", "op-calc"]}),
+        )
+        .await?;
+    let token = engine::auth::issue(
+        "switchyard-dev-secret-change-me",
+        "op",
+        &["administrator".into()],
+        600,
+    )?;
+    let bearer = |t: Option<&str>| {
+        let mut h = async_nats::HeaderMap::new();
+        if let Some(t) = t {
+            h.insert("Authorization", format!("Bearer {t}").as_str());
+        }
+        h
+    };
+    let power = json!({"system_id": "op-sys", "module": "Display_1", "method": "power", "args": {"state": true}});
+    let r = operator.answer("engine.exec", bearer(None), &power).await?;
+    assert_eq!(r, json!({"result": true}), "operator exec");
+    let task = json!({"system_id": "op-sys", "module": "Calculator_1", "method": "perform_task", "args": {"name": 7}});
+    let r = operator.answer("engine.exec", bearer(None), &task).await?;
+    assert_eq!(
+        r["error"]["code"], "unauthorized",
+        "an administrator function without a token: {r}"
+    );
+    let r = operator
+        .answer("engine.exec", bearer(Some(&token)), &task)
+        .await?;
+    assert!(
+        r.get("error").is_none() && r.get("result").is_some(),
+        "operator exec with a token: {r}"
+    );
+    let r = operator
+        .request(
+            "dispatch.cmd.request-datasets",
+            &json!({"server_id": "ml-node-3", "datasets": ["imagenet_train"]}),
+        )
+        .await?;
+    assert!(r["request_id"].is_string(), "operator request: {r}");
+    operator
+        .request("engine.query.systems", &json!({"min_seq": set["seq"]}))
+        .await?;
+    operator.request("dispatch.query.carts", &json!({})).await?;
+    operator.request("sys.query.health", &json!({})).await?;
+    operator.nats.subscribe("dispatch.status.>").await?;
+    operator.nats.subscribe("engine.watch.>").await?;
+    // What those commands cause settles (the reservation, the display's status report).
+    let mut seqs = last_seqs(&js).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = last_seqs(&js).await;
+        if now == seqs {
+            break;
+        }
+        seqs = now;
+    }
 
     // Forbidden: events, live subjects, `engine.system`, the JetStream API, other contexts.
     let before = last_seqs(&js).await;
@@ -227,6 +335,31 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
     dashboard.refused("cluster.tree.m1").await;
     dashboard.refused("$JS.API.STREAM.DELETE.ENGINE").await;
     dashboard.refused("dfs.chunk.x").await;
+    dashboard.refused("dispatch.cmd.request-datasets").await;
+
+    // Forbidden for the operator: events, live subjects, every other command, the JetStream API.
+    for subject in [
+        "engine.events.module.x",
+        "dispatch.events.cart.x",
+        "shop.events.cart.c1",
+        "engine.system",
+        "cluster.tree.m1",
+        "dispatch.status.cart.c9",
+        "engine.status.x.power",
+        "engine.watch.s.Display_1.power",
+        "shop.live.checkouts",
+        "dfs.live.servers",
+        "dispatch.cmd.register-cart",
+        "dispatch.cmd.cart-report",
+        "engine.cmd.set-system",
+        "shop.cmd.add-item",
+        "cluster.cmd.start-manager",
+        "engine.instance.x.exec",
+        "dfs.chunk.x",
+        "$JS.API.STREAM.DELETE.ENGINE",
+    ] {
+        operator.refused(subject).await;
+    }
 
     // Nothing moved, nothing was deleted, no dashboard saw a forged message.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -5,9 +5,14 @@
 //! an exec and follows a re-order; the tree updates after a graph commit and recovers from a forced
 //! gap; a dfs file plays and seeks; the page shows "reconnecting" while nats-server restarts and
 //! recovers after. Screenshots of every view: `target/dashboard-screenshots/`.
+//!
+//! A second test runs the stack under the set-up's NATS accounts (`infra/auth.sh`, the WebSocket
+//! listener binding credential-less connections to the read-only `dashboard` user):
+//! `e2e/dashboard_auth.spec.mjs` checks that an anonymous exec and request show the bus's
+//! permission error, and that after "Sign in as operator" they work.
 
 use e2e::browser;
-use e2e::{Client, TestEnv};
+use e2e::{Client, NatsServer, TestDb, TestEnv};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -74,6 +79,16 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
     .await?;
     // shop: a cart to look up.
     cmd(&c, "shop.cmd.add-item", json!({"customer_id": "dash-lookup", "item_id": "book", "offered_price": 12.5, "item_count": 2, "special_sale": null, "sale_expiration": null})).await;
+    // dispatch: a cart only it can serve, with a dataset that takes minutes to transfer, so that
+    // the requests after the first wait in its queue while the spec looks.
+    cmd(
+        &c,
+        "dispatch.cmd.register-cart",
+        json!({"cart_id": "dash-qcart", "home": "bay-c"}),
+    )
+    .await;
+    cmd(&c, "dispatch.cmd.register-ssd", json!({"ssd_id": "dash-qssd", "cart_id": "dash-qcart", "capacity_bytes": 8_000_000_000_000u64, "health": "ok"})).await;
+    cmd(&c, "dispatch.cmd.put-dataset", json!({"ssd_id": "dash-qssd", "dataset": "dash-queue-ds", "size_bytes": 4_000_000_000_000u64})).await;
     // dispatch: the cart simulator drives the jobs (5x real time).
     let sim = tools::dispatch_sim::spawn(
         c.nats.clone(),
@@ -106,6 +121,78 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
         )
     });
     sim.abort();
+    drop(services);
+    spec?;
+    Ok(())
+}
+
+/// `NATS_PASSWORD` of `user` from the generated `creds/<user>.env`.
+fn password(dir: &std::path::Path, user: &str) -> String {
+    let text = std::fs::read_to_string(dir.join("creds").join(format!("{user}.env"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("NATS_PASSWORD="))
+        .unwrap()
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_operator_signs_in_under_the_accounts() -> anyhow::Result<()> {
+    browser::check_prerequisites()?;
+    e2e::init_logging();
+    let (nats, creds) = NatsServer::start_with_auth()?;
+    let db = TestDb::create().await?;
+    let dir = tempfile::tempdir()?;
+    // The page gets the WebSocket URL from `?nats=` (NATS_WS_URL is the other test's).
+    std::env::set_var(
+        "SWITCHYARD_DASHBOARD_DIR",
+        browser::dashboard_dir().join("dist"),
+    );
+    let url = |user: &str| {
+        format!(
+            "nats://{user}:{}@127.0.0.1:{}",
+            password(&creds, user),
+            nats.port
+        )
+    };
+    let mut config = runtime::Config::for_urls(&url("switchyard"), &db.url);
+    config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
+    let services = e2e::Services::start(config, &[]).await?;
+    let http = services.http_addr.expect("the gateway runs");
+    let admin = Client {
+        nats: async_nats::ConnectOptions::new()
+            .user_and_password("admin".into(), password(&creds, "admin"))
+            .request_timeout(Some(Duration::from_secs(15)))
+            .connect(format!("127.0.0.1:{}", nats.port))
+            .await?,
+    };
+    cmd(
+        &admin,
+        "engine.cmd.add-module",
+        json!({"module_id": "auth-disp", "driver_id": "display", "name": "Display"}),
+    )
+    .await;
+    cmd(
+        &admin,
+        "engine.cmd.set-system",
+        json!({"system_id": "auth-sys", "modules": ["auth-disp"]}),
+    )
+    .await;
+    let vars = vec![
+        (
+            "DASH_URL",
+            format!("http://{http}/?nats=ws://127.0.0.1:{}", nats.ws_port),
+        ),
+        ("OPERATOR_PASSWORD", password(&creds, "operator")),
+    ];
+    let spec = tokio::task::block_in_place(|| {
+        browser::run_spec(
+            "dashboard_auth.spec.mjs",
+            &vars,
+            Duration::from_secs(180),
+            |other| anyhow::bail!("unknown command {other}"),
+        )
+    });
     drop(services);
     spec?;
     Ok(())

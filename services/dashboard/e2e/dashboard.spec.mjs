@@ -80,13 +80,32 @@ try {
   const moved = Math.hypot(p1.x - p0.x, p1.y - p0.y);
   console.log(`cart moved ${moved.toFixed(1)} px in 400 ms`);
   if (!(moved > 1)) throw new Error(`cart ${cart} did not move on the map: ${JSON.stringify([p0, p1])}`);
+
+  step('dispatch: the queue per cart shows the requests waiting for a busy cart');
+  // Only dash-qcart holds dash-queue-ds, and its transfer takes minutes: the first request
+  // reserves it, the next two wait in its queue, in order.
+  const queued = [];
+  for (const server of ['ml-node-2', 'ml-node-6', 'ml-node-10']) {
+    const r = await rq('dispatch.cmd.request-datasets', { server_id: server, datasets: ['dash-queue-ds'] });
+    queued.push(r.request_id);
+  }
+  await until('two requests in the queue of dash-qcart', async () => {
+    const ids = await page.$$eval('[data-testid=queues] [data-queue-cart=dash-qcart] [data-queued]', (els) => els.map((e) => e.getAttribute('data-queued')));
+    return JSON.stringify(ids) === JSON.stringify(queued.slice(1));
+  }, 20000, 100);
+  await page.waitForSelector('[data-testid=carts] tr[data-cart=dash-qcart] [data-queue-length="2"]');
   await shot(page, 'dispatch');
 
   step('engine: a value changes after an exec and follows a re-order');
-  await go('engine?system=dash-sys');
-  await page.fill('[data-testid=system-form] input', 'dash-sys');
+  await go('engine');
+  // The systems to pick from (engine.query.systems); typing an id still works.
+  await page.waitForSelector('[data-testid=systems] [data-system=dash-sys]:has-text("2 modules")', { timeout: 10000 });
+  await page.fill('[data-testid=system-form] input', 'no-such-system');
   await page.click('[data-testid=system-form] button');
+  await page.waitForSelector('[data-testid=system-form] ~ .pill.bad:has-text("not_found")');
+  await page.click('[data-testid=systems] [data-system=dash-sys]');
   await page.waitForSelector('[data-place=Display_1][data-module=dash-disp-1]');
+  if ((await page.inputValue('[data-testid=system-form] input')) !== 'dash-sys') throw new Error('picking a system does not fill in its id');
   await page.selectOption('[data-testid=exec-form] select[name=module]', 'Display_1');
   await page.selectOption('[data-testid=exec-form] select[name=method]', 'power');
   await page.check('[data-testid=exec-form] input[name=arg-state]');

@@ -17,6 +17,7 @@ pub mod exec;
 pub mod facility;
 pub mod projection;
 pub mod queries;
+mod queue;
 pub mod view;
 
 use chrono::Utc;
@@ -524,6 +525,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     endpoint!(ep, d, "dispatch.query.dataset", query_dataset);
     endpoint!(ep, d, "dispatch.query.route", query_route);
     endpoint!(ep, d, "dispatch.query.facility", query_facility);
+    endpoint!(ep, d, "dispatch.query.queue", query_queue);
     ctx.health.started("dispatch");
     Ok(())
 }

@@ -98,6 +98,10 @@ pub async fn serve(engine: &Arc<Engine>, read_model: ProjectionHandle) -> anyhow
         |e: Arc<Engine>, rm, req: Request| async move { system(&e, &rm, req).await }
     );
     route!(
+        "engine.query.systems",
+        |e: Arc<Engine>, rm, req: Request| async move { crate::systems::systems(&e, &rm, req).await }
+    );
+    route!(
         "engine.query.driver",
         |e: Arc<Engine>, rm, req: Request| async move { driver(&e, &rm, req).await }
     );

@@ -23,6 +23,7 @@ pub mod drivers;
 pub mod handlers;
 pub mod instance;
 pub mod projection;
+pub mod systems;
 pub mod view;
 
 use runtime::Ctx;
