@@ -76,9 +76,10 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
     // The same msg ids again, now with the right expected sequence: duplicates, nothing stored.
     let again = join_all((1..600).filter(|i| i % 6 != 0).map(|i| {
         let s = s.clone();
+        let expected = seeded[&i];
         async move {
             let subject = format!("gc.events.a{i}");
-            s.append(&subject, format!("second-{i}").into(), seeded[&i], &format!("second-{i}"))
+            s.append(&subject, format!("second-{i}").into(), expected, &format!("second-{i}"))
                 .await
         }
     }))

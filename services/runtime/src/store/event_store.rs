@@ -6,7 +6,7 @@ use super::group_commit::Appender;
 use super::DUPLICATE_WINDOW;
 use crate::error::ServiceError;
 use anyhow::Context as _;
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
