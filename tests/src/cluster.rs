@@ -1,9 +1,11 @@
-//! A 3-node JetStream cluster of the test's own, `switchyard run` processes (the real binary) against
-//! it, and the faults a test injects: kill -9 a node or a process and start it again on the same
-//! ports and store, pause a node (SIGSTOP/SIGCONT).
+//! The tests' and the bench's own nats-servers: one node, or a 3-node JetStream cluster on loopback
+//! (routes between all nodes, a store directory per node), with a chosen `sync_interval`; and the
+//! faults a test injects: kill -9 a node and start it again on the same ports and store, pause a node
+//! (SIGSTOP/SIGCONT). Also `switchyard run` processes (the real binary), killable and restartable.
 
 use crate::{nats_server_bin, wait_for_port};
 use anyhow::Context as _;
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,71 +54,74 @@ impl Node {
     }
 }
 
-/// Three nats-servers with JetStream, routed to each other on loopback, each with its own store.
+/// One nats-server with JetStream, or several routed to each other, each with its own store.
+/// Killed on drop.
 pub struct NatsCluster {
+    /// A name for tables and messages.
+    pub label: String,
     pub nodes: Vec<Node>,
     bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl NatsCluster {
-    /// Starts three nodes and waits until JetStream answers on each (a meta leader is elected).
+    /// Starts `nodes` servers (1, or 3 for a cluster) with `sync_interval: "<sync>"` (`2m`, the
+    /// server's default, or `always`) without waiting for them: see [`NatsCluster::wait_ready`]
+    /// and [`NatsCluster::wait_jetstream`].
     ///
     /// # Errors
-    /// No suitable nats-server, or the cluster did not form in 30 s.
-    pub async fn start() -> anyhow::Result<Self> {
+    /// No usable nats-server, or one did not start.
+    pub fn start(label: &str, nodes: usize, sync: &str) -> anyhow::Result<Self> {
         let bin = nats_server_bin()?;
         let dir = tempfile::tempdir()?;
-        let ports = free_ports(6);
-        anyhow::ensure!(ports.len() == 6, "no free ports");
-        let (client, route) = ports.split_at(3);
-        let mut nodes = Vec::new();
-        for i in 0..3 {
+        let wanted = if nodes > 1 { 2 * nodes } else { nodes };
+        let ports = free_ports(wanted);
+        anyhow::ensure!(ports.len() == wanted, "no free ports");
+        let (client, route) = ports.split_at(nodes);
+        let mut list = Vec::new();
+        for i in 0..nodes {
             let name = format!("n{i}");
             let store = dir.path().join(&name);
             std::fs::create_dir_all(&store)?;
-            let routes: Vec<String> = (0..3)
-                .filter(|j| *j != i)
-                .map(|j| format!("nats-route://127.0.0.1:{}", route[j]))
-                .collect();
-            let conf = dir.path().join(format!("{name}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "server_name: {name}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\n\
-                     jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  max_file_store: 8589934592\n}}\n\
-                     cluster {{\n  name: faults\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                    client[i],
-                    store.display(),
+            let mut conf = format!(
+                "server_name: {name}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\nmax_pending: 256MB\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 268435456\n  \
+                 max_file_store: 8589934592\n  sync_interval: \"{sync}\"\n}}\n",
+                client[i],
+                store.display()
+            );
+            if nodes > 1 {
+                let routes: Vec<String> = (0..nodes)
+                    .filter(|&j| j != i)
+                    .map(|j| format!("nats-route://127.0.0.1:{}", route[j]))
+                    .collect();
+                write!(
+                    conf,
+                    "cluster {{\n  name: test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                     route[i],
                     routes.join(", ")
-                ),
-            )?;
-            nodes.push(Node {
+                )?;
+            }
+            let path = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&path, conf)?;
+            list.push(Node {
+                log: dir.path().join(format!("{name}.log")),
                 name,
                 port: client[i],
-                log: dir.path().join(format!("n{i}.log")),
-                conf,
+                conf: path,
                 child: None,
                 paused: false,
             });
         }
         let mut me = Self {
-            nodes,
+            label: label.to_string(),
+            nodes: list,
             bin,
             _dir: dir,
         };
-        for i in 0..3 {
+        for i in 0..nodes {
             me.spawn(i)?;
         }
-        for i in 0..3 {
-            anyhow::ensure!(
-                wait_for_port(me.nodes[i].port, Duration::from_secs(10)),
-                "nats-server {} did not listen",
-                me.nodes[i].name
-            );
-        }
-        me.wait_jetstream(Duration::from_secs(30)).await?;
         Ok(me)
     }
 
@@ -130,7 +135,7 @@ impl NatsCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting nats-server")?;
+            .with_context(|| format!("starting {}", self.bin.display()))?;
         node.child = Some(child);
         node.paused = false;
         Ok(())
@@ -138,12 +143,27 @@ impl NatsCluster {
 
     /// Every node's URL, comma-separated (what `NATS_URL` takes).
     #[must_use]
-    pub fn urls(&self) -> String {
+    pub fn url(&self) -> String {
         self.nodes
             .iter()
             .map(Node::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The replicas this deployment can hold: 1, or 3 for a cluster.
+    #[must_use]
+    pub fn replicas(&self) -> usize {
+        self.nodes.len().min(3)
+    }
+
+    /// The running nodes' process ids.
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
     }
 
     /// A client of the cluster that knows every node (it fails over among them).
@@ -164,11 +184,20 @@ impl NatsCluster {
         Ok(crate::Client { nats })
     }
 
-    /// Waits until JetStream answers account info through every running node.
+    /// Waits until every running node listens (10 s each) and JetStream answers account info
+    /// through each (a cluster has elected its meta leader).
     ///
     /// # Errors
     /// Not within `timeout`.
-    pub async fn wait_jetstream(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        for n in self.nodes.iter().filter(|n| n.is_up()) {
+            anyhow::ensure!(
+                wait_for_port(n.port, Duration::from_secs(10)),
+                "nats-server {} did not listen: {}",
+                n.name,
+                tail(&n.log, 20)
+            );
+        }
         let deadline = Instant::now() + timeout;
         for n in self.nodes.iter().filter(|n| n.is_up() && !n.paused) {
             loop {
@@ -194,6 +223,41 @@ impl NatsCluster {
             }
         }
         Ok(())
+    }
+
+    /// Waits until JetStream takes a stream of [`NatsCluster::replicas`] (a cluster needs its meta
+    /// leader first) by creating `stream` over `subjects`; returns a connected client.
+    ///
+    /// # Errors
+    /// Not ready within 60 s.
+    pub async fn wait_jetstream(
+        &self,
+        stream: &str,
+        subjects: &str,
+    ) -> anyhow::Result<crate::Client> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let attempt = async {
+                let client = crate::Client::connect(&self.url()).await?;
+                let js = async_nats::jetstream::new(client.nats.clone());
+                js.create_or_update_stream(async_nats::jetstream::stream::Config {
+                    name: stream.into(),
+                    subjects: vec![subjects.into()],
+                    num_replicas: self.replicas(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok::<_, anyhow::Error>(client)
+            };
+            match attempt.await {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("{} did not become ready", self.label)))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// The index of the node that leads `stream` (from the stream's cluster info).
@@ -265,7 +329,9 @@ impl NatsCluster {
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
-            self.resume(i);
+            if self.nodes[i].paused {
+                self.resume(i);
+            }
             self.kill(i);
         }
     }

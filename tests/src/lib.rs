@@ -6,7 +6,6 @@ pub mod browser;
 pub mod cluster;
 pub mod history;
 pub mod load;
-pub mod nats_cluster;
 pub mod shop_load;
 
 use anyhow::Context as _;

@@ -40,7 +40,8 @@ impl World {
         let t0 = std::time::Instant::now();
         let pg = PgCluster::start()?;
         let db = TestDb::create_on(&pg.admin_url()).await?;
-        let nats = NatsCluster::start().await?;
+        let nats = NatsCluster::start("faults", 3, "2m")?;
+        nats.wait_ready(Duration::from_secs(30)).await?;
         let dir = tempfile::tempdir()?;
         let client = nats.client().await?;
         let mut world = Self {
@@ -68,7 +69,7 @@ impl World {
 
     async fn process(&self, i: usize) -> anyhow::Result<Process> {
         let nats_url = if NATS_URL_LIST {
-            self.nats.urls()
+            self.nats.url()
         } else {
             self.nats.nodes[i % self.nats.nodes.len()].url()
         };

@@ -2,7 +2,7 @@
 //! `SWITCHYARD_REPLICAS=3` on a real 3-node JetStream cluster (streams, buckets and consumers
 //! replicated; an R1 stream raised to R3 in place, its events kept).
 
-use e2e::nats_cluster::NatsDeployment;
+use e2e::cluster::NatsCluster;
 use e2e::{Client, Services, TestDb};
 use serde_json::json;
 use std::time::Duration;
@@ -103,7 +103,7 @@ async fn stream_replicas(js: &async_nats::jetstream::Context, name: &str) -> (us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_replicas_3_on_a_3_node_cluster_every_stream_bucket_and_consumer_has_three_copies() {
     e2e::init_logging();
-    let nats = NatsDeployment::start("cluster", 3, "2m").unwrap();
+    let nats = NatsCluster::start("cluster", 3, "2m").unwrap();
     let client = nats.wait_jetstream("PROBE", "probe.>").await.unwrap();
     let db = TestDb::create().await.unwrap();
     // The comma-separated list, as a user gives it.
@@ -159,7 +159,7 @@ async fn with_replicas_3_on_a_3_node_cluster_every_stream_bucket_and_consumer_ha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r1_stream_is_raised_to_r3_in_place_keeping_its_events() {
     e2e::init_logging();
-    let nats = NatsDeployment::start("cluster", 3, "2m").unwrap();
+    let nats = NatsCluster::start("cluster", 3, "2m").unwrap();
     let client = nats.wait_jetstream("PROBE", "probe.>").await.unwrap();
     let db = TestDb::create().await.unwrap();
     let r1 = runtime::Config::for_urls(&nats.url(), &db.url);
@@ -220,7 +220,7 @@ async fn an_r1_stream_is_raised_to_r3_in_place_keeping_its_events() {
 
 #[tokio::test]
 async fn client_commands_take_the_server_list() {
-    let nats = NatsDeployment::start("one", 1, "2m").unwrap();
+    let nats = NatsCluster::start("one", 1, "2m").unwrap();
     let _ = nats.wait_jetstream("PROBE", "probe.>").await.unwrap();
     // A dead server first, then the live one: the client uses whichever answers.
     let list = format!("nats://127.0.0.1:1, {}", nats.url());

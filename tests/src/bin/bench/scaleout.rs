@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-type Deployment = e2e::nats_cluster::NatsDeployment;
+type Deployment = e2e::cluster::NatsCluster;
 
 /// Connects to `dep` once JetStream is ready, with stream `RAWBENCH` over `bench.js.>` made.
 async fn ready(dep: &Deployment) -> anyhow::Result<(Client, async_nats::jetstream::Context)> {
