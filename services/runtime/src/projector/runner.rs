@@ -190,36 +190,44 @@ impl<P: Projection> Runner<P> {
             };
             let mut cp = cp;
             let mut batch = Vec::with_capacity(self.batch);
+            // Events that arrived while the previous batch was committing: the next batch.
+            let mut next: Vec<jetstream::Message> = Vec::with_capacity(self.batch);
             loop {
-                // Wait for the next message, checking the lease meanwhile.
-                let first = loop {
-                    tokio::select! {
-                        m = messages.next() => break m,
-                        () = tokio::time::sleep(LEASE_CHECK) => {
-                            if let Err(e) = check(lease, &mut checked, false).await {
-                                return Stop::LeaseLost(e);
-                            }
-                            // Idle: a checkpoint moved by someone else (a rebuild sets it back
-                            // to 0) would otherwise be noticed only at the next event.
-                            if matches!(self.handle.db_checkpoint().await, Ok(now) if now != cp) {
-                                tracing::info!(projection = P::NAME, "the checkpoint moved under this owner (a rebuild, or another owner); starting again from it");
-                                continue 'from_checkpoint;
+                std::mem::swap(&mut batch, &mut next);
+                if batch.is_empty() {
+                    // Idle: wait for the next message, checking the lease meanwhile.
+                    let first = loop {
+                        tokio::select! {
+                            m = messages.next() => break m,
+                            () = tokio::time::sleep(LEASE_CHECK) => {
+                                if let Err(e) = check(lease, &mut checked, false).await {
+                                    return Stop::LeaseLost(e);
+                                }
+                                // Idle: a checkpoint moved by someone else (a rebuild sets it
+                                // back to 0) would otherwise be noticed only at the next event.
+                                if matches!(self.handle.db_checkpoint().await, Ok(now) if now != cp) {
+                                    tracing::info!(projection = P::NAME, "the checkpoint moved under this owner (a rebuild, or another owner); starting again from it");
+                                    continue 'from_checkpoint;
+                                }
                             }
                         }
-                    }
-                };
-                match first {
-                    Some(Ok(m)) => batch.push(m),
-                    Some(Err(e)) => {
-                        return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
-                    }
-                    None => {
-                        return Stop::Nats(anyhow::anyhow!("the consumer of stream {stream} ended"))
+                    };
+                    match first {
+                        Some(Ok(m)) => batch.push(m),
+                        Some(Err(e)) => {
+                            return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
+                        }
+                        None => {
+                            return Stop::Nats(anyhow::anyhow!(
+                                "the consumer of stream {stream} ended"
+                            ))
+                        }
                     }
                 }
-                // Then what is already there, and (a batch that is not full) what comes within the
-                // linger.
+                // Then what is already there, and (a batch that is not full, when nothing was
+                // waiting) what comes within the linger.
                 let linger_until = tokio::time::Instant::now() + self.linger;
+                let lingering = batch.len() == 1;
                 loop {
                     while batch.len() < self.batch {
                         match messages.next().now_or_never() {
@@ -237,7 +245,7 @@ impl<P: Projection> Runner<P> {
                             None => break,
                         }
                     }
-                    if batch.len() >= self.batch || self.linger.is_zero() {
+                    if batch.len() >= self.batch || self.linger.is_zero() || !lingering {
                         break;
                     }
                     match tokio::time::timeout_at(linger_until, messages.next()).await {
@@ -263,27 +271,38 @@ impl<P: Projection> Runner<P> {
                     size = batch.len(),
                     from = cp + 1
                 );
-                let mut backoff = Duration::from_millis(100);
-                loop {
-                    match self.commit(cp, &batch).instrument(span.clone()).await {
-                        Ok(Outcome::Committed(to)) => {
-                            cp = to;
-                            break;
-                        }
-                        Ok(Outcome::Moved) => {
-                            tracing::info!(parent: &span, "the checkpoint moved under this owner (a rebuild, or another owner); starting again from it");
-                            batch.clear();
-                            continue 'from_checkpoint;
-                        }
-                        Ok(Outcome::Retry(e)) | Err(e) => {
-                            tracing::warn!(parent: &span, error = %e, "PostgreSQL unavailable; the batch will be retried");
-                            if let Err(e) = check(lease, &mut checked, true).await {
-                                return Stop::LeaseLost(e);
-                            }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                // Commit, and meanwhile take what arrives into the next batch: the fetch of the
+                // next events overlaps this batch's transaction.
+                let committed = {
+                    let commit = self
+                        .commit_retrying(cp, &batch, lease, &mut checked)
+                        .instrument(span.clone());
+                    tokio::pin!(commit);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = &mut commit => break r,
+                            m = messages.next(), if next.len() < self.batch => match m {
+                                Some(Ok(m)) => next.push(m),
+                                Some(Err(e)) => {
+                                    return Stop::Nats(anyhow::anyhow!("following stream {stream}: {e}"))
+                                }
+                                None => {
+                                    return Stop::Nats(anyhow::anyhow!(
+                                        "the consumer of stream {stream} ended"
+                                    ))
+                                }
+                            },
                         }
                     }
+                };
+                match committed {
+                    Ok(Some(to)) => cp = to,
+                    Ok(None) => {
+                        tracing::info!(parent: &span, "the checkpoint moved under this owner (a rebuild, or another owner); starting again from it");
+                        continue 'from_checkpoint;
+                    }
+                    Err(stop) => return stop,
                 }
                 batch.clear();
                 self.handle
@@ -294,6 +313,32 @@ impl<P: Projection> Runner<P> {
                     if let Err(e) = check(lease, &mut checked, false).await {
                         return Stop::LeaseLost(e);
                     }
+                }
+            }
+        }
+    }
+
+    /// Commits `batch` on top of `cp`, retrying while PostgreSQL is unavailable (as long as the
+    /// lease holds): `Some(new checkpoint)`, or `None` when the checkpoint moved under this owner.
+    async fn commit_retrying(
+        &self,
+        cp: u64,
+        batch: &[jetstream::Message],
+        lease: &mut PgConnection,
+        checked: &mut tokio::time::Instant,
+    ) -> Result<Option<u64>, Stop> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.commit(cp, batch).await {
+                Ok(Outcome::Committed(to)) => return Ok(Some(to)),
+                Ok(Outcome::Moved) => return Ok(None),
+                Ok(Outcome::Retry(e)) | Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL unavailable; the batch will be retried");
+                    if let Err(e) = check(lease, checked, true).await {
+                        return Err(Stop::LeaseLost(e));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
