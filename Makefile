@@ -37,10 +37,11 @@ test: up dashboard
 		cargo test --workspace --exclude peers-bench --no-fail-fast; \
 	fi
 
-## Benchmarks (a program, not tests): prints Markdown tables.
+## Benchmarks (a program, not tests): prints Markdown tables; the peers comparison (tests/peers) last.
 ## The scaleout section runs real `switchyard run` processes: the release binary is built first.
 bench: up
 	@$(ENV) cargo build --release -p switchyard && cargo run --release -p e2e --bin bench
+	@$(ENV) cargo run --release -p peers-bench --bin peers
 
 ## A 3-node NATS cluster (loopback, JetStream R3) beside PostgreSQL, with SWITCHYARD_PROCESSES
 ## (default 3) `switchyard run` processes against it; see infra/cluster.sh and the README.
