@@ -214,19 +214,8 @@ impl Event {
     }
 }
 
-/// Why a command was refused. Nothing is appended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainError {
-    /// Bad input: `invalid_request`.
-    #[error("{0}")]
-    Invalid(String),
-    /// The manager, worker or node does not exist: `not_found`.
-    #[error("{0}")]
-    NotFound(String),
-    /// Not allowed in the current state (named): `conflict`.
-    #[error("{0}")]
-    Conflict(String),
-}
+/// Why a command was refused (`Invalid`, `NotFound`, `Conflict`). Nothing is appended.
+pub use runtime::DomainError;
 
 /// A worker as the manager knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,7 @@
 //! Commands: wire bodies in, domain commands decided on the manager aggregate, one event appended,
 //! the reply out. Every refusal appends nothing.
 
-use crate::domain::{self, Command, DomainError, Manager};
-use chrono::Utc;
+use crate::domain::{self, Command, Manager};
 use runtime::service::Request;
 use runtime::store::{Aggregate, Repository};
 use runtime::ServiceError;
@@ -29,14 +28,6 @@ pub fn manager_subject(manager_id: &str) -> String {
 #[must_use]
 pub fn tree_subject(manager_id: &str) -> String {
     format!("cluster.tree.{}", schemas::encode_token(manager_id))
-}
-
-fn to_service(e: DomainError) -> ServiceError {
-    match e {
-        DomainError::Invalid(m) => ServiceError::invalid(m),
-        DomainError::NotFound(m) => ServiceError::not_found(m),
-        DomainError::Conflict(m) => ServiceError::conflict(m),
-    }
 }
 
 pub(crate) fn data_type(d: wire::DataType) -> domain::DataType {
@@ -152,7 +143,8 @@ pub struct Commands {
 }
 
 impl Commands {
-    /// Decides and appends one command.
+    /// Decides and appends one command. A refusal decided on a cached manager that another process
+    /// has moved past is checked against the stream by the repository.
     ///
     /// # Errors
     /// The domain's refusal, or `unavailable` when the event store does not answer.
@@ -164,60 +156,12 @@ impl Commands {
         schemas::check_id("manager_id", command.manager_id()).map_err(ServiceError::invalid)?;
         let subject = manager_subject(command.manager_id());
         let span = tracing::info_span!("cluster_command", manager_id = %command.manager_id());
-        // Another process may have appended since this one cached the manager. A success decided on
-        // that stale state only loses the append race and is decided again; a refusal would be
-        // wrong, so a refusal is checked against the stream and decided again on a fresh state.
-        // (A command with a Nats-Msg-Id has its reply remembered, so it is checked beforehand.)
-        if msg_id.is_some() {
-            self.refresh_if_stale(&subject).await?;
-        }
-        let first = self
-            .execute(&subject, msg_id, &command)
-            .instrument(span.clone())
-            .await;
-        match first {
-            Err(Rejection::Domain(e)) if msg_id.is_none() => {
-                if !self.refresh_if_stale(&subject).await? {
-                    return Err(e);
-                }
-                self.execute(&subject, None, &command)
-                    .instrument(span)
-                    .await
-                    .map_err(Rejection::into_error)
-            }
-            other => other.map_err(Rejection::into_error),
-        }
-    }
-
-    /// Forgets the cached manager when the stream has moved past it; true when it did.
-    async fn refresh_if_stale(&self, subject: &str) -> Result<bool, ServiceError> {
-        let last = self.repo.store().last_seq_of(subject).await?;
-        let cached = self.repo.cached_seq(subject);
-        if cached == Some(last) || (cached.is_none() && last == 0) {
-            return Ok(false);
-        }
-        self.repo.forget(subject);
-        Ok(true)
-    }
-
-    async fn execute(
-        &self,
-        subject: &str,
-        msg_id: Option<&str>,
-        command: &Command,
-    ) -> Result<wire::CommandReply, Rejection> {
-        let refused = std::sync::atomic::AtomicBool::new(false);
-        self.repo
+        Ok(self
+            .repo
             .execute(
-                subject,
+                &subject,
                 msg_id,
-                |m: &Manager| match m.decide(command) {
-                    Ok(event) => Ok((uuid::Uuid::now_v7(), Utc::now(), event)),
-                    Err(e) => {
-                        refused.store(true, std::sync::atomic::Ordering::Relaxed);
-                        Err(to_service(e))
-                    }
-                },
+                |m: &Manager, _now| m.decide(&command),
                 |m: &Manager, _e, seq| {
                     let state = m.state.unwrap_or(domain::ManagerState::Started);
                     wire::CommandReply {
@@ -229,27 +173,7 @@ impl Commands {
                     }
                 },
             )
-            .await
-            .map_err(|e| {
-                if refused.load(std::sync::atomic::Ordering::Relaxed) {
-                    Rejection::Domain(e)
-                } else {
-                    Rejection::Other(e)
-                }
-            })
-    }
-}
-
-/// Why a command failed: the domain refused it, or something else (store, races).
-enum Rejection {
-    Domain(ServiceError),
-    Other(ServiceError),
-}
-
-impl Rejection {
-    fn into_error(self) -> ServiceError {
-        match self {
-            Self::Domain(e) | Self::Other(e) => e,
-        }
+            .instrument(span)
+            .await?)
     }
 }

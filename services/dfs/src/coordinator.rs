@@ -11,7 +11,7 @@ use crate::transfer;
 use futures::StreamExt;
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
-use runtime::store::{encode_event, EventStore, Repository};
+use runtime::store::{encode_event, CommandError, EventStore, Repository};
 use runtime::{Ctx, ServiceError};
 use schemas::dfs::{
     ChunkLocationsReply, ChunkServersReply, ClientIdReply, CommitFile, CommitFileReply,
@@ -64,11 +64,13 @@ fn server_subject(server_id: &str) -> String {
     format!("dfs.events.server.{server_id}")
 }
 
-fn file_error(e: FileError) -> ServiceError {
-    match e {
-        FileError::Invalid(m) => ServiceError::invalid(m),
-        FileError::NotFound(m) => ServiceError::not_found(m),
-        FileError::Conflict(m) => ServiceError::conflict(m),
+/// A server event that is already the server's state (it joined, or was lost, already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AlreadyDone;
+
+impl From<AlreadyDone> for ServiceError {
+    fn from(_: AlreadyDone) -> Self {
+        ServiceError::conflict("the server is in that state already")
     }
 }
 
@@ -225,11 +227,7 @@ impl Coordinator {
                     .execute(
                         &subject,
                         req.msg_id(),
-                        |s| {
-                            domain::decide_delete(s, &id)
-                                .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                                .map_err(file_error)
-                        },
+                        |s, _| domain::decide_delete(s, &id),
                         |_, _, seq| DeleteFileReply {
                             file_id: file_id.clone(),
                             deleted: true,
@@ -248,11 +246,11 @@ impl Coordinator {
         commit: CommitFile,
         msg_id: Option<&str>,
     ) -> Result<Value, ServiceError> {
-        domain::check_commit(&commit, self.max_chunk).map_err(file_error)?;
+        domain::check_commit(&commit, self.max_chunk)?;
         let commit = domain::normalise_commit(commit, self.default_replicas);
         let subject = file_subject(&commit.file_id);
         let (state, seq) = self.files.state(&subject).await?;
-        if domain::decide_commit(&state, &commit).map_err(file_error)? == Decision::AlreadyDone {
+        if domain::decide_commit(&state, &commit)? == Decision::AlreadyDone {
             return to_value(&CommitFileReply {
                 file_id: commit.file_id,
                 seq,
@@ -273,10 +271,10 @@ impl Coordinator {
             .execute(
                 &subject,
                 msg_id,
-                |s| match domain::decide_commit(s, &commit).map_err(file_error)? {
-                    Decision::Append(e) => Ok((uuid::Uuid::now_v7(), chrono::Utc::now(), e)),
-                    Decision::AlreadyDone => Err(ServiceError::conflict(
-                        "the file was committed concurrently; ask GET_FILE",
+                |s, _| match domain::decide_commit(s, &commit)? {
+                    Decision::Append(e) => Ok(e),
+                    Decision::AlreadyDone => Err(FileError::Conflict(
+                        "the file was committed concurrently; ask GET_FILE".into(),
                     )),
                 },
                 |_, _, seq| CommitFileReply {
@@ -328,18 +326,15 @@ impl Coordinator {
                 .execute(
                     &subject,
                     None,
-                    |s| {
-                        domain::decide_heard(s, &id, &chunk_subject)
-                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                            .ok_or_else(|| ServiceError::conflict("already live"))
-                    },
+                    |s, _| domain::decide_heard(s, &id, &chunk_subject).ok_or(AlreadyDone),
                     |_, _, seq| seq,
                 )
                 .await;
             match result {
                 Ok(_) => tracing::info!(server = %hb.server_id, "chunk server joined"),
-                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(CommandError::Refused(AlreadyDone) | CommandError::Conflict(_)) => {}
                 Err(e) => {
+                    let e = e.to_service();
                     tracing::warn!(server = %hb.server_id, error = %e.message, "could not record the join");
                     if let Ok(mut s) = self.seen.lock() {
                         s.remove(&hb.server_id);
@@ -443,11 +438,7 @@ impl Coordinator {
                 .execute(
                     &subject,
                     None,
-                    |s| {
-                        domain::decide_silent(s, &id)
-                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                            .ok_or_else(|| ServiceError::conflict("already lost"))
-                    },
+                    |s, _| domain::decide_silent(s, &id).ok_or(AlreadyDone),
                     |_, _, seq| seq,
                 )
                 .await;
@@ -455,8 +446,9 @@ impl Coordinator {
                 Ok(_) => {
                     tracing::warn!(server = %id, "chunk server lost: silent for the dead-after window")
                 }
-                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(CommandError::Refused(AlreadyDone) | CommandError::Conflict(_)) => {}
                 Err(e) => {
+                    let e = e.to_service();
                     tracing::warn!(server = %id, error = %e.message, "could not record the loss; retrying");
                     continue;
                 }

@@ -295,16 +295,8 @@ pub enum Decision {
     AlreadyDone,
 }
 
-/// Why a file command is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FileError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-}
+/// Why a file command is refused (`Invalid`, `NotFound`, `Conflict`).
+pub type FileError = runtime::DomainError;
 
 /// Checks a commit's shape: id, name, chunk ids, indices 0..n once each, sizes summing to `size`,
 /// checksums, replication factor 1..=16.

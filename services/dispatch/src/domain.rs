@@ -10,19 +10,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
-/// What a command did wrong, mapped to the contract's codes by the adapters.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainError {
-    /// `invalid_request`.
-    #[error("{0}")]
-    Invalid(String),
-    /// `not_found`.
-    #[error("{0}")]
-    NotFound(String),
-    /// `conflict`.
-    #[error("{0}")]
-    Conflict(String),
-}
+/// What a command did wrong (`Invalid`, `NotFound`, `Conflict`), mapped to the contract's codes
+/// by `From<DomainError> for ServiceError`.
+pub use runtime::DomainError;
 
 fn check_id(field: &str, id: &str) -> Result<(), DomainError> {
     schemas::check_id(field, id).map_err(DomainError::Invalid)

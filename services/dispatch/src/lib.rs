@@ -13,7 +13,6 @@
 
 pub mod dispatcher;
 pub mod domain;
-pub mod exec;
 pub mod facility;
 pub mod projection;
 pub mod queries;
@@ -28,7 +27,7 @@ use runtime::{Ctx, ServiceError};
 use schemas::dispatch::{self as w, DispatchEvent};
 use std::sync::Arc;
 use std::time::Duration;
-use view::View;
+use view::{View, ViewState};
 
 /// Stream of the dispatch context.
 pub const STREAM: &str = "DISPATCH";
@@ -68,16 +67,6 @@ pub fn status_subject(cart_id: &str) -> String {
 #[must_use]
 pub fn job_subject(cart_id: &str) -> String {
     format!("dispatch.cart.{}.job", schemas::encode_token(cart_id))
-}
-
-impl From<DomainError> for ServiceError {
-    fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::Invalid(m) => ServiceError::invalid(m),
-            DomainError::NotFound(m) => ServiceError::not_found(m),
-            DomainError::Conflict(m) => ServiceError::conflict(m),
-        }
-    }
 }
 
 impl Aggregate for Cart {
@@ -122,7 +111,9 @@ pub struct Dispatch {
     pub view: View,
     pub client: async_nats::Client,
     pub pool: sqlx::PgPool,
-    pub idem: runtime::store::Idempotency,
+    /// Carts and SSDs: commands decide on the view's state (see [`view::ViewState`]).
+    pub carts: Repository<Cart>,
+    pub ssds: Repository<Ssd>,
     pub requests: Repository<RequestAgg>,
     pub facility: Repository<FacilityAgg>,
     pub read_model: ProjectionHandle,
@@ -188,7 +179,6 @@ impl Dispatch {
         let cmd: w::SetFacility = req.decode()?;
         let graph = domain::Graph::new(cmd.nodes, cmd.edges)?;
         let (nodes, edges) = (graph.nodes.clone(), graph.edges.clone());
-        let now = Utc::now();
         let event = DispatchEvent::FacilitySet(w::FacilitySet {
             nodes: nodes.clone(),
             edges: edges.clone(),
@@ -198,7 +188,7 @@ impl Dispatch {
             .execute(
                 FACILITY_SUBJECT,
                 req.msg_id(),
-                |_| Ok((new_event_id(), now, event.clone())),
+                |_, _| Ok::<_, DomainError>(event.clone()),
                 |_, _, seq| seq,
             )
             .await?;
@@ -215,19 +205,15 @@ impl Dispatch {
                 |m| m.facility.clone(),
             )
             .await?;
-        let now = Utc::now();
-        let _ = now;
         let (cart, seq): (Cart, u64) = self
-            .execute_on_view(
+            .carts
+            .execute_on(
+                ViewState::new(&self.view, |m| read_cart(m, &cmd.cart_id)),
                 &cart_subject(&cmd.cart_id),
                 req.msg_id(),
-                |m| read_cart(m, &cmd.cart_id),
-                |cart| {
-                    Ok(DispatchEvent::CartRegistered(domain::register_cart(
-                        cart,
-                        &cmd,
-                        facility.as_deref(),
-                    )?))
+                |cart, _| {
+                    domain::register_cart(cart, &cmd, facility.as_deref())
+                        .map(DispatchEvent::CartRegistered)
                 },
                 |cart, _, seq| (cart.clone(), seq),
             )
@@ -251,19 +237,15 @@ impl Dispatch {
                 |m| m.facility.clone(),
             )
             .await?;
-        let now = Utc::now();
         let (cart, seq): (Cart, u64) = self
-            .execute_on_view(
+            .carts
+            .execute_on(
+                ViewState::new(&self.view, |m| read_cart(m, &cmd.cart_id)),
                 &cart_subject(&cmd.cart_id),
                 req.msg_id(),
-                |m| read_cart(m, &cmd.cart_id),
-                |cart| {
-                    Ok(DispatchEvent::CartReported(domain::report(
-                        cart,
-                        &cmd,
-                        facility.as_deref(),
-                        now,
-                    )?))
+                |cart, now| {
+                    domain::report(cart, &cmd, facility.as_deref(), now)
+                        .map(DispatchEvent::CartReported)
                 },
                 |cart, _, seq| (cart.clone(), seq),
             )
@@ -290,20 +272,22 @@ impl Dispatch {
         self: &Arc<Self>,
         req: &Request,
         ssd_id: &str,
-        decide: impl Fn(&Ssd) -> Result<DispatchEvent, DomainError>,
+        decide: impl Fn(&Ssd) -> Result<DispatchEvent, DomainError> + Send + Sync,
     ) -> Result<w::SsdReply, ServiceError> {
         schemas::check_id("ssd_id", ssd_id).map_err(ServiceError::invalid)?;
+        let read = |m: &domain::Model| {
+            (
+                m.ssds.get(ssd_id).cloned().unwrap_or_default(),
+                m.ssd_seq.get(ssd_id).copied().unwrap_or(0),
+            )
+        };
         let (ssd, seq): (Ssd, u64) = self
-            .execute_on_view(
+            .ssds
+            .execute_on(
+                ViewState::new(&self.view, read),
                 &ssd_subject(ssd_id),
                 req.msg_id(),
-                |m| {
-                    (
-                        m.ssds.get(ssd_id).cloned().unwrap_or_default(),
-                        m.ssd_seq.get(ssd_id).copied().unwrap_or(0),
-                    )
-                },
-                |s| Ok(decide(s)?),
+                |s, _| decide(s),
                 |s, _, seq| (s.clone(), seq),
             )
             .await?;
@@ -373,13 +357,13 @@ impl Dispatch {
                     .execute(
                         &subject,
                         Some(msg_id),
-                        |r| {
+                        |r, _| {
                             if r.exists {
-                                return Err(ServiceError::conflict(format!(
+                                return Err(DomainError::Conflict(format!(
                                     "request {request_id} exists already"
                                 )));
                             }
-                            Ok((new_event_id(), now, event.clone()))
+                            Ok(event.clone())
                         },
                         |_, _, seq| (planned.clone(), seq),
                     )
@@ -488,13 +472,15 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     .await?;
     ctx.health.projection("dispatch", read_model.clone());
     let d = Arc::new(Dispatch {
+        // Not cached (the view is the state); msg ids scoped as ever ("dispatch-view").
+        carts: Repository::new(store.clone(), ctx.idem.clone(), "dispatch-view", 0),
+        ssds: Repository::new(store.clone(), ctx.idem.clone(), "dispatch-view", 0),
         requests: ctx.repository::<RequestAgg>(&store, "dispatch"),
         facility: ctx.repository::<FacilityAgg>(&store, "dispatch"),
         store,
         view,
         client: ctx.client.clone(),
         pool: ctx.pool.clone(),
-        idem: ctx.idem.clone(),
         read_model,
         wait: ctx.config.min_seq_wait,
         reply_wait: Duration::from_millis(

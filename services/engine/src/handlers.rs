@@ -19,21 +19,16 @@ const SYNC_WAIT: Duration = Duration::from_secs(3);
 /// How long `exec` keeps looking for a live owner of a module.
 const OWNER_WAIT: Duration = Duration::from_secs(5);
 
-fn domain_err(e: domain::Error) -> ServiceError {
-    match e {
-        domain::Error::Invalid(m) => ServiceError::invalid(m),
-        domain::Error::NotFound(m) => ServiceError::not_found(m),
-        domain::Error::Conflict(m) => ServiceError::conflict(m),
-        domain::Error::Unauthorized(m) => ServiceError::new(ErrorCode::Unauthorized, m),
-        domain::Error::Forbidden(m) => ServiceError::new(ErrorCode::Forbidden, m),
+impl From<domain::Error> for ServiceError {
+    fn from(e: domain::Error) -> Self {
+        match e {
+            domain::Error::Invalid(m) => ServiceError::invalid(m),
+            domain::Error::NotFound(m) => ServiceError::not_found(m),
+            domain::Error::Conflict(m) => ServiceError::conflict(m),
+            domain::Error::Unauthorized(m) => ServiceError::new(ErrorCode::Unauthorized, m),
+            domain::Error::Forbidden(m) => ServiceError::new(ErrorCode::Forbidden, m),
+        }
     }
-}
-
-type Decided = Result<(uuid::Uuid, chrono::DateTime<chrono::Utc>, Event), ServiceError>;
-
-fn stamp(r: Result<Event, domain::Error>) -> Decided {
-    r.map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-        .map_err(domain_err)
 }
 
 /// Serves every subject of the `engine` micro service.
@@ -137,38 +132,38 @@ pub async fn register(
     cmd: wire::RegisterDriver,
     msg_id: Option<&str>,
 ) -> Result<wire::Driver, ServiceError> {
-    domain::check_id("driver_id", &cmd.driver_id).map_err(domain_err)?;
+    domain::check_id("driver_id", &cmd.driver_id)?;
     let subject = domain::driver_subject(&cmd.driver_id);
-    e.drivers_repo
+    Ok(e.drivers_repo
         .execute(
             &subject,
             msg_id,
-            |s| stamp(domain::register_driver(s, &cmd)),
+            |s, _| domain::register_driver(s, &cmd),
             |_, _, seq| wire::Driver {
                 driver_id: cmd.driver_id.clone(),
                 metadata: cmd.metadata.clone(),
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
 async fn add_module(e: &Engine, req: Request) -> Result<wire::ModuleAdded, ServiceError> {
     let cmd: wire::AddModule = req.decode()?;
-    domain::check_id("module_id", &cmd.module_id).map_err(domain_err)?;
-    domain::check_id("driver_id", &cmd.driver_id).map_err(domain_err)?;
-    domain::check_name(&cmd.name).map_err(domain_err)?;
+    domain::check_id("module_id", &cmd.module_id)?;
+    domain::check_id("driver_id", &cmd.driver_id)?;
+    domain::check_name(&cmd.name)?;
     let mut known = e.read_view(|v| v.drivers.contains_key(&cmd.driver_id));
     if !known {
         e.sync_view(SYNC_WAIT).await?;
         known = e.read_view(|v| v.drivers.contains_key(&cmd.driver_id));
     }
     let subject = domain::module_subject(&cmd.module_id);
-    e.modules_repo
+    Ok(e.modules_repo
         .execute(
             &subject,
             req.msg_id(),
-            |s| stamp(domain::add_module(s, &cmd, known)),
+            |s, _| domain::add_module(s, &cmd, known),
             |_, _, seq| wire::ModuleAdded {
                 module_id: cmd.module_id.clone(),
                 driver_id: cmd.driver_id.clone(),
@@ -176,12 +171,12 @@ async fn add_module(e: &Engine, req: Request) -> Result<wire::ModuleAdded, Servi
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
 async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceError> {
     let cmd: wire::SetSystem = req.decode()?;
-    domain::check_set_system(&cmd).map_err(domain_err)?;
+    domain::check_set_system(&cmd)?;
     let missing = |e: &Engine| {
         e.read_view(|v| {
             cmd.modules
@@ -203,11 +198,11 @@ async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceErr
             .collect()
     });
     let subject = domain::system_subject(&cmd.system_id);
-    e.systems_repo
+    Ok(e.systems_repo
         .execute(
             &subject,
             req.msg_id(),
-            |s| stamp(domain::set_system(s, &cmd, &unknown)),
+            |s, _| domain::set_system(s, &cmd, &unknown),
             |_, _, seq| wire::System {
                 system_id: cmd.system_id.clone(),
                 modules: cmd.modules.clone(),
@@ -215,7 +210,7 @@ async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceErr
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
 fn places_map(modules: &[String], names: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -234,8 +229,8 @@ pub async fn update_status(
     cmd: wire::UpdateStatus,
     msg_id: Option<&str>,
 ) -> Result<wire::StatusUpdated, ServiceError> {
-    domain::check_id("module_id", &cmd.module_id).map_err(domain_err)?;
-    domain::check_status_name(&cmd.name).map_err(domain_err)?;
+    domain::check_id("module_id", &cmd.module_id)?;
+    domain::check_status_name(&cmd.name)?;
     // Existence comes from the view (synced on a miss): a process's cached aggregate may be older
     // than the module; the append's expected sequence still guards the aggregate itself.
     let mut exists = e.read_view(|v| v.modules.contains_key(&cmd.module_id));
@@ -246,7 +241,7 @@ pub async fn update_status(
     let state = domain::ModuleState {
         added: exists.then(|| (String::new(), String::new())),
     };
-    let event = domain::update_status(&state, &cmd).map_err(domain_err)?;
+    let event = domain::update_status(&state, &cmd)?;
     // Status reports need no expected sequence (the decision depends only on the module existing,
     // which never changes back), so they go on their own subject and skip the aggregate check:
     // one publish, no reload when several instances report on one module.
@@ -287,8 +282,8 @@ async fn lookup(
     req: Request,
 ) -> Result<wire::LookupReply, ServiceError> {
     let q: wire::Lookup = req.decode()?;
-    domain::check_id("system_id", &q.system_id).map_err(domain_err)?;
-    let place = Place::parse(&q.module, q.index).map_err(domain_err)?;
+    domain::check_id("system_id", &q.system_id)?;
+    let place = Place::parse(&q.module, q.index)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT module_id FROM engine.places WHERE system_id = $1 AND name = $2 AND idx = $3",
@@ -327,8 +322,8 @@ async fn status(
     req: Request,
 ) -> Result<wire::StatusReply, ServiceError> {
     let q: wire::StatusQuery = req.decode()?;
-    domain::check_id("module_id", &q.module_id).map_err(domain_err)?;
-    domain::check_status_name(&q.name).map_err(domain_err)?;
+    domain::check_id("module_id", &q.module_id)?;
+    domain::check_status_name(&q.name)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Value>,)> =
         sqlx::query_as("SELECT value FROM engine.statuses WHERE module_id = $1 AND name = $2")
@@ -361,7 +356,7 @@ async fn module(
     req: Request,
 ) -> Result<wire::Module, ServiceError> {
     let q: wire::ModuleQuery = req.decode()?;
-    domain::check_id("module_id", &q.module_id).map_err(domain_err)?;
+    domain::check_id("module_id", &q.module_id)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT driver_id, name FROM engine.modules WHERE module_id = $1")
@@ -398,7 +393,7 @@ async fn system(
     req: Request,
 ) -> Result<wire::System, ServiceError> {
     let q: wire::SystemQuery = req.decode()?;
-    domain::check_id("system_id", &q.system_id).map_err(domain_err)?;
+    domain::check_id("system_id", &q.system_id)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Vec<String>>, i64)> =
         sqlx::query_as("SELECT modules, seq FROM engine.systems WHERE system_id = $1")
@@ -457,7 +452,7 @@ async fn audit_query(
     const COLUMNS: &str = "SELECT seq, system_id, module, module_id, who, roles, method, args, outcome, message, duration_ms, at FROM engine.audit";
     let query = match (&q.module_id, &q.system_id) {
         (Some(m), None) => {
-            domain::check_id("module_id", m).map_err(domain_err)?;
+            domain::check_id("module_id", m)?;
             if q.module.is_some() {
                 return Err(ServiceError::invalid(
                     "`module` (a place) needs `system_id`",
@@ -471,7 +466,7 @@ async fn audit_query(
             .bind(limit)
         }
         (None, Some(s)) => {
-            domain::check_id("system_id", s).map_err(domain_err)?;
+            domain::check_id("system_id", s)?;
             rm.wait_for(q.min_seq, wait(e)).await?;
             match &q.module {
                 Some(place) => sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
@@ -540,7 +535,7 @@ async fn driver(
     req: Request,
 ) -> Result<wire::Driver, ServiceError> {
     let q: wire::DriverQuery = req.decode()?;
-    domain::check_id("driver_id", &q.driver_id).map_err(domain_err)?;
+    domain::check_id("driver_id", &q.driver_id)?;
     rm.wait_for(q.min_seq, wait(e)).await?;
     let row: Option<(Json<Value>, i64)> =
         sqlx::query_as("SELECT metadata, seq FROM engine.drivers WHERE driver_id = $1")
@@ -689,11 +684,11 @@ async fn exec_call(
     module_id: &mut Option<String>,
 ) -> Result<wire::ExecReply, ServiceError> {
     let cmd = cmd.clone();
-    domain::check_id("system_id", &cmd.system_id).map_err(domain_err)?;
+    domain::check_id("system_id", &cmd.system_id)?;
     if cmd.method.is_empty() {
         return Err(ServiceError::invalid("`method` must not be empty"));
     }
-    let place = Place::parse(&cmd.module, None).map_err(domain_err)?;
+    let place = Place::parse(&cmd.module, None)?;
     let target = match resolve_in_view(e, &cmd.system_id, &place) {
         Ok(t) => t,
         Err(_) => {
@@ -716,11 +711,11 @@ async fn exec_call(
                 .join(", ")
         )));
     }
-    domain::authorize(&target.meta, &cmd.method, caller).map_err(domain_err)?;
+    domain::authorize(&target.meta, &cmd.method, caller)?;
     let args = target
         .meta
         .check_args(&cmd.method, &cmd.args)
-        .map_err(domain_err)?;
+        ?;
     let call = wire::OwnerExec {
         module_id: target.module_id,
         driver_id: target.driver_id,

@@ -26,4 +26,4 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use ctx::Ctx;
-pub use error::ServiceError;
+pub use error::{DomainError, ServiceError};

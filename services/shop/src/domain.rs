@@ -62,16 +62,8 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
-/// A user error of the shop context.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ShopError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-}
+/// A user error of the shop context (`Invalid`, `NotFound`, `Conflict`).
+pub type ShopError = runtime::DomainError;
 
 /// One line of a cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,6 @@ pub mod live;
 pub mod projection;
 pub mod wire;
 
-use chrono::Utc;
 use domain::{Cart, Command};
 use projection::DhtProjection;
 use runtime::projector::ProjectionHandle;
@@ -45,24 +44,21 @@ impl Shop {
     /// Runs a command on its cart; `reply` builds the answer from the state after the event.
     async fn command<R, F>(&self, req: &Request, cmd: Command, reply: F) -> Result<R, ServiceError>
     where
-        R: serde::Serialize + serde::de::DeserializeOwned,
-        F: Fn(&str, &Cart, &domain::Event, u64) -> R,
+        R: serde::Serialize + serde::de::DeserializeOwned + Send,
+        F: Fn(&str, &Cart, &domain::Event, u64) -> R + Send + Sync,
     {
-        let now = Utc::now();
         let order_id = uuid::Uuid::now_v7();
         let subject = cart_subject(cmd.customer_id());
         let customer = cmd.customer_id().to_string();
-        self.carts
+        Ok(self
+            .carts
             .execute(
                 &subject,
                 req.msg_id(),
-                |cart| {
-                    let e = domain::decide(cart, &cmd, now, order_id)?;
-                    Ok((uuid::Uuid::now_v7(), now, e))
-                },
+                |cart, now| domain::decide(cart, &cmd, now, order_id),
                 |cart, event, seq| reply(&customer, cart, event, seq),
             )
-            .await
+            .await?)
     }
 
     async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
