@@ -6,6 +6,7 @@ use runtime::service::Request;
 use runtime::store::{Aggregate, Repository};
 use runtime::ServiceError;
 use schemas::cluster as wire;
+use std::sync::Arc;
 use tracing::Instrument;
 
 impl Aggregate for Manager {
@@ -66,78 +67,115 @@ fn node_spec(n: wire::NodeSpec) -> domain::NodeSpec {
     }
 }
 
-/// Decodes a request of `verb` into a domain command.
-///
-/// # Errors
-/// `invalid_request` when the body does not match the verb's schema.
-pub fn parse(verb: &str, req: &Request) -> Result<Command, ServiceError> {
-    Ok(match verb {
-        "start-manager" => {
-            let b: wire::StartManager = req.decode()?;
-            Command::StartManager {
-                manager_id: b.manager_id,
-                ip: b.ip,
-                port: b.port,
-            }
-        }
-        "connect-worker" => {
-            let b: wire::ConnectWorker = req.decode()?;
-            Command::ConnectWorker {
-                manager_id: b.manager_id,
-                worker: worker_info(b.worker),
-            }
-        }
-        "disconnect-worker" => {
-            let b: wire::DisconnectWorker = req.decode()?;
-            Command::DisconnectWorker {
-                manager_id: b.manager_id,
-                worker_id: b.worker_id,
-            }
-        }
-        "commit-graph" => {
-            let b: wire::CommitGraph = req.decode()?;
-            Command::CommitGraph {
-                manager_id: b.manager_id,
-                nodes: b.nodes.into_iter().map(node_spec).collect(),
-                edges: b.edges,
-                mapping: b.mapping,
-            }
-        }
-        "node-report" => {
-            let b: wire::NodeReport = req.decode()?;
-            Command::NodeReport {
-                manager_id: b.manager_id,
-                node_id: b.node_id,
-                running: b.running,
-            }
-        }
-        "execute" => Command::Execute {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        "stop" => Command::Stop {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        "finalize" => Command::Finalize {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        other => return Err(ServiceError::internal(format!("no command {other}"))),
-    })
+/// Runs `command` with the request's msg id.
+async fn run(
+    c: &Commands,
+    command: Command,
+    req: &Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    c.run(command, req.msg_id()).await
 }
 
-/// Every command verb, served on `cluster.cmd.<verb>`.
-pub const VERBS: &[&str] = &[
-    "start-manager",
-    "connect-worker",
-    "disconnect-worker",
-    "commit-graph",
-    "node-report",
-    "execute",
-    "stop",
-    "finalize",
-];
+/// `cluster.cmd.start-manager`.
+pub(crate) async fn start_manager(
+    c: Arc<Commands>,
+    b: wire::StartManager,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let command = Command::StartManager {
+        manager_id: b.manager_id,
+        ip: b.ip,
+        port: b.port,
+    };
+    run(&c, command, &req).await
+}
+
+/// `cluster.cmd.connect-worker`.
+pub(crate) async fn connect_worker(
+    c: Arc<Commands>,
+    b: wire::ConnectWorker,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let command = Command::ConnectWorker {
+        manager_id: b.manager_id,
+        worker: worker_info(b.worker),
+    };
+    run(&c, command, &req).await
+}
+
+/// `cluster.cmd.disconnect-worker`.
+pub(crate) async fn disconnect_worker(
+    c: Arc<Commands>,
+    b: wire::DisconnectWorker,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let command = Command::DisconnectWorker {
+        manager_id: b.manager_id,
+        worker_id: b.worker_id,
+    };
+    run(&c, command, &req).await
+}
+
+/// `cluster.cmd.commit-graph`.
+pub(crate) async fn commit_graph(
+    c: Arc<Commands>,
+    b: wire::CommitGraph,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let command = Command::CommitGraph {
+        manager_id: b.manager_id,
+        nodes: b.nodes.into_iter().map(node_spec).collect(),
+        edges: b.edges,
+        mapping: b.mapping,
+    };
+    run(&c, command, &req).await
+}
+
+/// `cluster.cmd.node-report`.
+pub(crate) async fn node_report(
+    c: Arc<Commands>,
+    b: wire::NodeReport,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let command = Command::NodeReport {
+        manager_id: b.manager_id,
+        node_id: b.node_id,
+        running: b.running,
+    };
+    run(&c, command, &req).await
+}
+
+/// `cluster.cmd.execute`.
+pub(crate) async fn execute(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    run(&c, Command::Execute { manager_id }, &req).await
+}
+
+/// `cluster.cmd.stop`.
+pub(crate) async fn stop(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    run(&c, Command::Stop { manager_id }, &req).await
+}
+
+/// `cluster.cmd.finalize`.
+pub(crate) async fn finalize(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    run(&c, Command::Finalize { manager_id }, &req).await
+}
 
 /// Runs the commands of one process.
-#[derive(Clone)]
 pub struct Commands {
     pub repo: Repository<Manager>,
 }

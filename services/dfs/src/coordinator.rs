@@ -142,12 +142,9 @@ impl Coordinator {
             "dfs coordinator: files, chunk servers, replicas",
         )
         .await?;
-        let handler = me.clone();
         endpoints
-            .add_with_limit("dfs.coordinator", 8 * 1024 * 1024, move |req| {
-                let me = handler.clone();
-                async move { me.handle(req).await }
-            })
+            .with_state(Arc::new(me.clone()))
+            .on_with_limit("dfs.coordinator", 8 * 1024 * 1024, Self::handle)
             .await?;
         let heartbeats = ctx.client.subscribe("dfs.heartbeat.*").await?;
         tokio::spawn(
@@ -186,8 +183,12 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn handle(&self, req: Request) -> Result<Value, ServiceError> {
-        let request: CoordinatorRequest = req.decode()?;
+    /// `dfs.coordinator`: one subject, the request's `request_type` says what.
+    async fn handle(
+        self: Arc<Self>,
+        request: CoordinatorRequest,
+        req: Request,
+    ) -> Result<Value, ServiceError> {
         match request {
             CoordinatorRequest::GET_CLIENT_ID {} => to_value(&ClientIdReply {
                 client_id: uuid::Uuid::new_v4().to_string(),

@@ -175,8 +175,11 @@ impl Dispatch {
         })
     }
 
-    async fn set_facility(self: &Arc<Self>, req: &Request) -> Result<w::Facility, ServiceError> {
-        let cmd: w::SetFacility = req.decode()?;
+    async fn set_facility(
+        self: Arc<Self>,
+        cmd: w::SetFacility,
+        req: Request,
+    ) -> Result<w::Facility, ServiceError> {
         let graph = domain::Graph::new(cmd.nodes, cmd.edges)?;
         let (nodes, edges) = (graph.nodes.clone(), graph.edges.clone());
         let event = DispatchEvent::FacilitySet(w::FacilitySet {
@@ -195,8 +198,11 @@ impl Dispatch {
         Ok(w::Facility { nodes, edges, seq })
     }
 
-    async fn register_cart(self: &Arc<Self>, req: &Request) -> Result<w::CartInfo, ServiceError> {
-        let cmd: w::RegisterCart = req.decode()?;
+    async fn register_cart(
+        self: Arc<Self>,
+        cmd: w::RegisterCart,
+        req: Request,
+    ) -> Result<w::CartInfo, ServiceError> {
         schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
         let facility = self
             .view
@@ -223,8 +229,11 @@ impl Dispatch {
         Ok(info)
     }
 
-    async fn cart_report(self: &Arc<Self>, req: &Request) -> Result<w::CartInfo, ServiceError> {
-        let cmd: w::CartReport = req.decode()?;
+    async fn cart_report(
+        self: Arc<Self>,
+        cmd: w::CartReport,
+        req: Request,
+    ) -> Result<w::CartInfo, ServiceError> {
         schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
         let facility = self
             .view
@@ -295,8 +304,11 @@ impl Dispatch {
         Ok(Self::ssd_reply(&ssd, seq))
     }
 
-    async fn register_ssd(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::RegisterSsd = req.decode()?;
+    async fn register_ssd(
+        self: Arc<Self>,
+        cmd: w::RegisterSsd,
+        req: Request,
+    ) -> Result<w::SsdReply, ServiceError> {
         schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
         let cart_exists = self
             .view
@@ -305,7 +317,7 @@ impl Dispatch {
                 |m| m.carts.get(&cmd.cart_id).is_some_and(|c| c.registered),
             )
             .await?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
+        self.ssd_command(&req, &cmd.ssd_id, |s| {
             Ok(DispatchEvent::SsdRegistered(domain::register_ssd(
                 s,
                 &cmd,
@@ -315,9 +327,12 @@ impl Dispatch {
         .await
     }
 
-    async fn set_ssd_health(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::SetSsdHealth = req.decode()?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
+    async fn set_ssd_health(
+        self: Arc<Self>,
+        cmd: w::SetSsdHealth,
+        req: Request,
+    ) -> Result<w::SsdReply, ServiceError> {
+        self.ssd_command(&req, &cmd.ssd_id, |s| {
             Ok(DispatchEvent::SsdHealthChanged(domain::set_ssd_health(
                 s, &cmd,
             )?))
@@ -325,19 +340,22 @@ impl Dispatch {
         .await
     }
 
-    async fn put_dataset(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::PutDataset = req.decode()?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
+    async fn put_dataset(
+        self: Arc<Self>,
+        cmd: w::PutDataset,
+        req: Request,
+    ) -> Result<w::SsdReply, ServiceError> {
+        self.ssd_command(&req, &cmd.ssd_id, |s| {
             Ok(DispatchEvent::DatasetPut(domain::put_dataset(s, &cmd)?))
         })
         .await
     }
 
     async fn request_datasets(
-        self: &Arc<Self>,
-        req: &Request,
+        self: Arc<Self>,
+        cmd: w::RequestDatasets,
+        req: Request,
     ) -> Result<w::RequestDatasetsReply, ServiceError> {
-        let cmd: w::RequestDatasets = req.decode()?;
         let request_id = new_event_id().to_string();
         // Plan on the view; an unknown server or dataset may just be newer than the view.
         let planned = self
@@ -442,17 +460,6 @@ impl Dispatch {
     }
 }
 
-macro_rules! endpoint {
-    ($ep:expr, $d:expr, $subject:expr, $method:ident) => {{
-        let d = $d.clone();
-        $ep.add($subject, move |req| {
-            let d = d.clone();
-            async move { d.$method(&req).await }
-        })
-        .await?;
-    }};
-}
-
 /// Starts the dispatch service in this process: stream, migrations, view, default facility,
 /// read-model projection, dispatcher, endpoints (micro service `dispatch`).
 ///
@@ -497,19 +504,46 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         "SSD carts that carry datasets to compute servers",
     )
     .await?;
-    endpoint!(ep, d, "dispatch.cmd.set-facility", set_facility);
-    endpoint!(ep, d, "dispatch.cmd.register-cart", register_cart);
-    endpoint!(ep, d, "dispatch.cmd.register-ssd", register_ssd);
-    endpoint!(ep, d, "dispatch.cmd.set-ssd-health", set_ssd_health);
-    endpoint!(ep, d, "dispatch.cmd.put-dataset", put_dataset);
-    endpoint!(ep, d, "dispatch.cmd.request-datasets", request_datasets);
-    endpoint!(ep, d, "dispatch.cmd.cart-report", cart_report);
-    endpoint!(ep, d, "dispatch.query.cart", query_cart);
-    endpoint!(ep, d, "dispatch.query.carts", query_carts);
-    endpoint!(ep, d, "dispatch.query.request", query_request);
-    endpoint!(ep, d, "dispatch.query.dataset", query_dataset);
-    endpoint!(ep, d, "dispatch.query.route", query_route);
-    endpoint!(ep, d, "dispatch.query.facility", query_facility);
+    let routes = ep.with_state(d);
+    routes
+        .on("dispatch.cmd.set-facility", Dispatch::set_facility)
+        .await?;
+    routes
+        .on("dispatch.cmd.register-cart", Dispatch::register_cart)
+        .await?;
+    routes
+        .on("dispatch.cmd.register-ssd", Dispatch::register_ssd)
+        .await?;
+    routes
+        .on("dispatch.cmd.set-ssd-health", Dispatch::set_ssd_health)
+        .await?;
+    routes
+        .on("dispatch.cmd.put-dataset", Dispatch::put_dataset)
+        .await?;
+    routes
+        .on("dispatch.cmd.request-datasets", Dispatch::request_datasets)
+        .await?;
+    routes
+        .on("dispatch.cmd.cart-report", Dispatch::cart_report)
+        .await?;
+    routes
+        .on("dispatch.query.cart", Dispatch::query_cart)
+        .await?;
+    routes
+        .on("dispatch.query.carts", Dispatch::query_carts)
+        .await?;
+    routes
+        .on("dispatch.query.request", Dispatch::query_request)
+        .await?;
+    routes
+        .on("dispatch.query.dataset", Dispatch::query_dataset)
+        .await?;
+    routes
+        .on("dispatch.query.route", Dispatch::query_route)
+        .await?;
+    routes
+        .on("dispatch.query.facility", Dispatch::query_facility)
+        .await?;
     ctx.health.started("dispatch");
     Ok(())
 }

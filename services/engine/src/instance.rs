@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use runtime::store::{EventStore, Repository};
 use runtime::{Ctx, ServiceError};
-use schemas::engine::{InstanceHeartbeat, OwnerExec};
+use schemas::engine::{self as wire, InstanceHeartbeat, OwnerExec};
 use schemas::ErrorCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -771,10 +771,65 @@ impl StatusSink for Sink {
                 name: name.to_string(),
                 value,
             };
-            crate::handlers::update_status(&self.engine, cmd, None)
+            self.engine
+                .update_status(cmd, None)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.message)
+        })
+    }
+}
+
+/// How long a command or exec waits for the view to show something a client may just have created.
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(3);
+
+impl Engine {
+    /// `engine.cmd.update-status` (also what running drivers call).
+    ///
+    /// # Errors
+    /// As the contract says.
+    pub async fn update_status(
+        &self,
+        cmd: wire::UpdateStatus,
+        msg_id: Option<&str>,
+    ) -> Result<wire::StatusUpdated, ServiceError> {
+        domain::check_id("module_id", &cmd.module_id)?;
+        domain::check_status_name(&cmd.name)?;
+        // Existence comes from the view (synced on a miss): a process's cached aggregate may be older
+        // than the module; the append's expected sequence still guards the aggregate itself.
+        let mut exists = self.read_view(|v| v.modules.contains_key(&cmd.module_id));
+        if !exists {
+            self.sync_view(SYNC_WAIT).await?;
+            exists = self.read_view(|v| v.modules.contains_key(&cmd.module_id));
+        }
+        let state = domain::ModuleState {
+            added: exists.then(|| (String::new(), String::new())),
+        };
+        let event = domain::update_status(&state, &cmd)?;
+        // Status reports need no expected sequence (the decision depends only on the module existing,
+        // which never changes back), so they go on their own subject and skip the aggregate check:
+        // one publish, no reload when several instances report on one module.
+        let id = uuid::Uuid::now_v7();
+        let payload = runtime::store::encode_event(id, chrono::Utc::now(), &event)?;
+        let id_text = id.to_string();
+        let ack = self
+            .store
+            .append_unchecked(
+                &domain::status_events_subject(&cmd.module_id),
+                payload,
+                msg_id.unwrap_or(&id_text),
+            )
+            .await
+            .map_err(|err| {
+                ServiceError::unavailable(format!(
+                    "{err}; it may have been stored: retry with the same Nats-Msg-Id"
+                ))
+            })?;
+        Ok(wire::StatusUpdated {
+            module_id: cmd.module_id,
+            name: cmd.name,
+            value: cmd.value,
+            seq: ack.sequence,
         })
     }
 }

@@ -1,5 +1,10 @@
 //! Command and query endpoints on the NATS micro service API.
 //!
+//! A context registers its handlers with [`Routes::on`]: `routes.on("shop.cmd.add-item",
+//! handlers::add_item)`, where `async fn add_item(shop: Arc<Shop>, body: w::AddItem, req: Request)
+//! -> Result<w::Cart, ServiceError>` gets the context's shared state, the body decoded as the wire
+//! type (in the request's codec) and the request (msg id, headers, codec).
+//!
 //! [`Endpoints::add`] subscribes one subject in the service's queue group (so several processes share
 //! the work) and runs every request as its own task, bounded by a semaphore. The handler gets a
 //! [`Request`] and returns a typed reply or a [`ServiceError`]; this module encodes either in the
@@ -131,6 +136,15 @@ impl Endpoints {
         &self.name
     }
 
+    /// Typed handlers sharing `state` (see [`Routes::on`]).
+    #[must_use]
+    pub fn with_state<S: Send + Sync + 'static>(&self, state: Arc<S>) -> Routes<S> {
+        Routes {
+            endpoints: self.clone(),
+            state,
+        }
+    }
+
     /// Serves `subject` with `handler` until the process ends.
     ///
     /// # Errors
@@ -253,5 +267,71 @@ impl Endpoints {
             }
         });
         Ok(())
+    }
+}
+
+/// The endpoints of one micro service whose handlers share one state (a context's handles).
+pub struct Routes<S> {
+    endpoints: Endpoints,
+    state: Arc<S>,
+}
+
+impl<S: Send + Sync + 'static> Routes<S> {
+    /// Serves `subject` with `handler(state, body, request)`: the body is decoded as `T` (an
+    /// `invalid_request` reply says what does not match), the reply or the error is encoded in the
+    /// request's codec (see [`Endpoints::add`]).
+    ///
+    /// # Errors
+    /// NATS is not reachable.
+    pub async fn on<T, R, F, Fut>(&self, subject: &str, handler: F) -> anyhow::Result<()>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Arc<S>, T, Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        self.on_with_limit(subject, MAX_BODY, handler).await
+    }
+
+    /// As [`Routes::on`] with another body limit.
+    ///
+    /// # Errors
+    /// NATS is not reachable.
+    pub async fn on_with_limit<T, R, F, Fut>(
+        &self,
+        subject: &str,
+        max_body: usize,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Arc<S>, T, Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        let handler = Arc::new(handler);
+        self.endpoints
+            .add_with_limit(subject, max_body, move |req: Request| {
+                let state = state.clone();
+                let handler = handler.clone();
+                async move {
+                    let body: T = req.decode()?;
+                    handler(state, body, req).await
+                }
+            })
+            .await
+    }
+
+    /// The shared state.
+    #[must_use]
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
+
+    /// The endpoints underneath.
+    #[must_use]
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 }

@@ -353,7 +353,14 @@ impl<A: Aggregate> Repository<A> {
     {
         let key = self.key(msg_id);
         let mut result = self
-            .attempts(&mut source, subject, msg_id, &decide, &reply, key.as_deref())
+            .attempts(
+                &mut source,
+                subject,
+                msg_id,
+                &decide,
+                &reply,
+                key.as_deref(),
+            )
             .await;
         // A command sent again after its first attempt was stored but not answered (the reply was
         // lost, or the store acknowledged too late): deciding it again on the state that already
@@ -455,11 +462,7 @@ impl<A: Aggregate> Repository<A> {
                 // checked against the stream first: another process may have appended what makes
                 // the command valid (an append would catch that, a refusal would not).
                 Err(e) if !source.fresh() => {
-                    if source
-                        .catch_up()
-                        .await
-                        .map_err(CommandError::Unavailable)?
-                    {
+                    if source.catch_up().await.map_err(CommandError::Unavailable)? {
                         continue;
                     }
                     return Err(CommandError::Refused(e));
@@ -504,10 +507,7 @@ impl<A: Aggregate> Repository<A> {
                         tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap))
                             .await;
                     }
-                    source
-                        .catch_up()
-                        .await
-                        .map_err(CommandError::Unavailable)?;
+                    source.catch_up().await.map_err(CommandError::Unavailable)?;
                 }
                 Err(AppendError::Unacknowledged(e)) => {
                     source.forget();
