@@ -71,3 +71,44 @@ pub(crate) async fn dht_stats_query(
     s.dht.wait_for(q.min_seq, s.wait).await?;
     Ok(dht_stats(&s.pool, s.shards).await?)
 }
+
+/// `shop.query.shard-carts` (an addition): the carts one shard holds, in customer id order.
+pub(crate) async fn shard_carts(
+    s: Arc<Shop>,
+    q: w::ShardCarts,
+    _: Request,
+) -> Result<w::ShardCartsReply, ServiceError> {
+    if q.shard >= s.shards {
+        let shards = s.shards;
+        return Err(ServiceError::invalid(format!(
+            "`shard` must be 0..{shards}, got {}",
+            q.shard
+        )));
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ServiceError::invalid(format!(
+            "`limit` must be 1..=10000, got {limit}"
+        )));
+    }
+    s.dht.wait_for(q.min_seq, s.wait).await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT key, hash_key, seq FROM shop.dht WHERE shard = $1 ORDER BY key COLLATE \"C\" LIMIT $2",
+    )
+    .bind(q.shard as i32)
+    .bind(i64::from(limit))
+    .fetch_all(&s.pool)
+    .await?;
+    let carts = rows
+        .into_iter()
+        .map(|(key, hash_key, seq)| w::ShardCart {
+            customer_id: runtime::sqltext::unesc(key),
+            hash_key: hash_key as u64,
+            seq: seq as u64,
+        })
+        .collect();
+    Ok(w::ShardCartsReply {
+        shard: q.shard,
+        carts,
+    })
+}
