@@ -671,7 +671,10 @@ async fn a_shard_lists_the_carts_it_holds() -> anyhow::Result<()> {
             .as_u64()
             .unwrap();
         let g = c
-            .request("shop.query.dht-get", &json!({"key": customer, "min_seq": seq}))
+            .request(
+                "shop.query.dht-get",
+                &json!({"key": customer, "min_seq": seq}),
+            )
             .await?
             .ok();
         on_shard.push((g["shard"].as_u64().unwrap(), customer.to_string()));

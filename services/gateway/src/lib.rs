@@ -1,6 +1,6 @@
 //! HTTP gateway: the original REST routes, each forwarded over NATS to the owning service, so the
 //! gateway holds no state and any number of them can run. Other contexts add their routes through
-//! their own `routes` functions.
+//! their own `routes` functions, which the binary's registry hands to [`start`].
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -124,8 +124,9 @@ async fn health(State(c): State<async_nats::Client>) -> Response {
         .into_response()
 }
 
-/// Every route of the gateway.
-pub fn router(client: async_nats::Client) -> Router {
+/// Every route of the gateway: its own (the original REST routes, health), the contexts' `routes`
+/// (from the registry) and the dashboard.
+pub fn router(client: async_nats::Client, contexts: Router) -> Router {
     Router::new()
         .route("/items/{customer_id}", get(get_items).delete(checkout))
         .route(
@@ -134,9 +135,8 @@ pub fn router(client: async_nats::Client) -> Router {
         )
         .route("/items/{customer_id}/{item_id}", post(add_item))
         .route("/health", get(health))
-        .with_state(client.clone())
-        .merge(dispatch::routes(client.clone()))
-        .merge(dfs::routes(client))
+        .with_state(client)
+        .merge(contexts)
         .merge(dashboard::routes(dashboard::Settings::from_env()))
         .fallback(|| async {
             (
@@ -150,7 +150,7 @@ pub fn router(client: async_nats::Client) -> Router {
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start(ctx: &Ctx) -> anyhow::Result<std::net::SocketAddr> {
+pub async fn start(ctx: &Ctx, contexts: Router) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(&ctx.config.http_addr)
         .await
         .map_err(|e| {
@@ -160,7 +160,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<std::net::SocketAddr> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let app = router(ctx.client.clone());
+    let app = router(ctx.client.clone(), contexts);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "gateway stopped");

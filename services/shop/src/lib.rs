@@ -83,7 +83,9 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     routes
         .on("shop.query.dht-stats", queries::dht_stats_query)
         .await?;
-    routes.on("shop.query.shard-carts", queries::shard_carts).await?;
+    routes
+        .on("shop.query.shard-carts", queries::shard_carts)
+        .await?;
     live::start(ctx, &ep, shop.dht.clone(), shards).await?;
     ctx.health.started("shop");
     Ok(())
