@@ -76,7 +76,6 @@ pub fn context(name: &str) -> Option<&'static ContextInfo> {
 }
 
 /// Every context's HTTP routes, for the gateway.
-#[must_use]
 pub fn routes(client: &async_nats::Client) -> axum::Router {
     CONTEXTS.iter().fold(axum::Router::new(), |r, c| {
         r.merge((c.routes)(client.clone()))
