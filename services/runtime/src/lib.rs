@@ -23,6 +23,7 @@ pub mod service;
 pub mod sqltext;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::Config;
 pub use ctx::Ctx;
