@@ -923,6 +923,7 @@ pub fn apply_delta(tree: &mut Value, delta: &Delta) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runtime::testing;
 
     const M: &str = "m.1";
 
@@ -1073,16 +1074,15 @@ mod tests {
 
     #[test]
     fn start_manager_starts_a_new_manager() {
-        let m = given(&[]);
-        let e = m
-            .decide(&Command::StartManager {
-                manager_id: M.into(),
-                ip: "10.0.0.1".into(),
-                port: 8000,
+        let m = testing::given::<Manager>([])
+            .when(|m| {
+                m.decide(&Command::StartManager {
+                    manager_id: M.into(),
+                    ip: "10.0.0.1".into(),
+                    port: 8000,
+                })
             })
-            .unwrap();
-        assert_eq!(e, started());
-        let m = given(&[e]);
+            .then(started());
         assert_eq!((m.state, m.version), (Some(ManagerState::Started), 1));
     }
 
@@ -1164,7 +1164,6 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_manager_are_not_found() {
-        let m = given(&[]);
         for c in [
             Command::ConnectWorker {
                 manager_id: M.into(),
@@ -1184,10 +1183,11 @@ mod tests {
             cmd("stop"),
             cmd("finalize"),
         ] {
-            assert!(
-                matches!(m.decide(&c), Err(DomainError::NotFound(_))),
-                "{c:?}"
-            );
+            testing::given::<Manager>([])
+                .when(|m| m.decide(&c))
+                .then_err(DomainError::NotFound(
+                    "manager \"m.1\" does not exist; start it first".into(),
+                ));
         }
     }
 
