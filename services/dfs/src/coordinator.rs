@@ -11,7 +11,7 @@ use crate::transfer;
 use futures::StreamExt;
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
-use runtime::store::{encode_event, CommandError, EventStore, Repository};
+use runtime::store::{stamp, CommandError, EventStore, Repository};
 use runtime::{Ctx, ServiceError};
 use schemas::dfs::{
     ChunkLocationsReply, ChunkServersReply, ClientIdReply, CommitFile, CommitFileReply,
@@ -409,14 +409,12 @@ impl Coordinator {
     }
 
     async fn append_chunk_event(&self, chunk_id: &str, event: DfsEvent) -> anyhow::Result<()> {
-        let id = uuid::Uuid::now_v7();
-        let payload =
-            encode_event(id, chrono::Utc::now(), &event).map_err(|e| anyhow::anyhow!(e.message))?;
+        let new = stamp(&event).map_err(|e| anyhow::anyhow!(e.message))?;
         self.store
             .append_unchecked(
                 &format!("dfs.events.chunk.{chunk_id}"),
-                payload,
-                &id.to_string(),
+                new.payload,
+                &new.id,
             )
             .await?;
         Ok(())

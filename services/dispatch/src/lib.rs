@@ -18,7 +18,6 @@ pub mod projection;
 pub mod queries;
 pub mod view;
 
-use chrono::Utc;
 use domain::{Cart, DomainError, Ssd};
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
@@ -365,7 +364,6 @@ impl Dispatch {
                 |m| m.request(&cmd, &request_id),
             )
             .await??;
-        let now = Utc::now();
         let event = DispatchEvent::DatasetsRequested(planned.clone());
         let subject = request_subject(&request_id);
         let (stored, seq): (w::DatasetsRequested, u64) = match req.msg_id() {
@@ -389,9 +387,8 @@ impl Dispatch {
             }
             // A fresh request id: one append to a new aggregate, nothing to load.
             None => {
-                let id = new_event_id();
-                let payload = runtime::store::encode_event(id, now, &event)?;
-                let ack = self.store.append(&subject, payload, 0, &id.to_string()).await.map_err(|e| match e {
+                let new = runtime::store::stamp(&event)?;
+                let ack = self.store.append(&subject, new.payload, 0, &new.id).await.map_err(|e| match e {
                     runtime::store::AppendError::WrongLastSequence => ServiceError::conflict(format!("request {request_id} exists already")),
                     runtime::store::AppendError::Unacknowledged(e) => {
                         ServiceError::unavailable(format!("the event store did not acknowledge the request ({e}); retry (with a Nats-Msg-Id to be safe)"))

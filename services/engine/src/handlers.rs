@@ -286,12 +286,10 @@ async fn audit(e: &Engine, entry: wire::AuditEntry) {
         return;
     }
     let subject = domain::audit_subject(&entry.system_id);
-    let id = uuid::Uuid::now_v7();
     let appended = async {
-        let payload =
-            runtime::store::encode_event(id, chrono::Utc::now(), &Event::ExecAudited(entry))?;
+        let new = runtime::store::stamp(&Event::ExecAudited(entry))?;
         e.store
-            .append_unchecked(&subject, payload, &id.to_string())
+            .append_unchecked(&subject, new.payload, &new.id)
             .await
             .map_err(|err| ServiceError::unavailable(err.to_string()))
     }

@@ -809,15 +809,13 @@ impl Engine {
         // Status reports need no expected sequence (the decision depends only on the module existing,
         // which never changes back), so they go on their own subject and skip the aggregate check:
         // one publish, no reload when several instances report on one module.
-        let id = uuid::Uuid::now_v7();
-        let payload = runtime::store::encode_event(id, chrono::Utc::now(), &event)?;
-        let id_text = id.to_string();
+        let new = runtime::store::stamp(&event)?;
         let ack = self
             .store
             .append_unchecked(
                 &domain::status_events_subject(&cmd.module_id),
-                payload,
-                msg_id.unwrap_or(&id_text),
+                new.payload,
+                msg_id.unwrap_or(&new.id),
             )
             .await
             .map_err(|err| {

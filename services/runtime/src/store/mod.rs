@@ -25,7 +25,7 @@ pub mod event_store;
 pub mod idempotency;
 pub mod repository;
 
-pub use envelope::{decode_event, encode_event, Aggregate, EnvelopeMeta, Stored};
+pub use envelope::{decode_event, encode_event, stamp, Aggregate, EnvelopeMeta, NewEvent, Stored};
 pub use event_store::{AppendError, EventStore};
 pub use idempotency::Idempotency;
 pub use repository::{Cached, CommandError, Repository, StateSource};
