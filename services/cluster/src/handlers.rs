@@ -67,15 +67,6 @@ fn node_spec(n: wire::NodeSpec) -> domain::NodeSpec {
     }
 }
 
-/// Runs `command` with the request's msg id.
-async fn run(
-    c: &Commands,
-    command: Command,
-    req: &Request,
-) -> Result<wire::CommandReply, ServiceError> {
-    c.run(command, req.msg_id()).await
-}
-
 /// `cluster.cmd.start-manager`.
 pub(crate) async fn start_manager(
     c: Arc<Commands>,
@@ -87,7 +78,7 @@ pub(crate) async fn start_manager(
         ip: b.ip,
         port: b.port,
     };
-    run(&c, command, &req).await
+    c.run(command, req.msg_id()).await
 }
 
 /// `cluster.cmd.connect-worker`.
@@ -100,7 +91,7 @@ pub(crate) async fn connect_worker(
         manager_id: b.manager_id,
         worker: worker_info(b.worker),
     };
-    run(&c, command, &req).await
+    c.run(command, req.msg_id()).await
 }
 
 /// `cluster.cmd.disconnect-worker`.
@@ -113,7 +104,7 @@ pub(crate) async fn disconnect_worker(
         manager_id: b.manager_id,
         worker_id: b.worker_id,
     };
-    run(&c, command, &req).await
+    c.run(command, req.msg_id()).await
 }
 
 /// `cluster.cmd.commit-graph`.
@@ -128,7 +119,7 @@ pub(crate) async fn commit_graph(
         edges: b.edges,
         mapping: b.mapping,
     };
-    run(&c, command, &req).await
+    c.run(command, req.msg_id()).await
 }
 
 /// `cluster.cmd.node-report`.
@@ -142,7 +133,7 @@ pub(crate) async fn node_report(
         node_id: b.node_id,
         running: b.running,
     };
-    run(&c, command, &req).await
+    c.run(command, req.msg_id()).await
 }
 
 /// `cluster.cmd.execute`.
@@ -152,7 +143,7 @@ pub(crate) async fn execute(
     req: Request,
 ) -> Result<wire::CommandReply, ServiceError> {
     let manager_id = b.manager_id;
-    run(&c, Command::Execute { manager_id }, &req).await
+    c.run(Command::Execute { manager_id }, req.msg_id()).await
 }
 
 /// `cluster.cmd.stop`.
@@ -162,7 +153,7 @@ pub(crate) async fn stop(
     req: Request,
 ) -> Result<wire::CommandReply, ServiceError> {
     let manager_id = b.manager_id;
-    run(&c, Command::Stop { manager_id }, &req).await
+    c.run(Command::Stop { manager_id }, req.msg_id()).await
 }
 
 /// `cluster.cmd.finalize`.
@@ -172,7 +163,7 @@ pub(crate) async fn finalize(
     req: Request,
 ) -> Result<wire::CommandReply, ServiceError> {
     let manager_id = b.manager_id;
-    run(&c, Command::Finalize { manager_id }, &req).await
+    c.run(Command::Finalize { manager_id }, req.msg_id()).await
 }
 
 /// Runs the commands of one process.

@@ -100,16 +100,30 @@ impl Dispatch {
                 |m| m.facility.clone(),
             )
             .await?;
+        self.cart_command(&req, &cmd.cart_id, |cart, _| {
+            domain::register_cart(cart, &cmd, facility.as_deref())
+                .map(DispatchEvent::CartRegistered)
+        })
+        .await
+    }
+
+    /// Runs a command on the cart `cart_id` (its state from the view), publishes the cart on its
+    /// live subject and answers with it.
+    async fn cart_command(
+        &self,
+        req: &Request,
+        cart_id: &str,
+        decide: impl Fn(&Cart, chrono::DateTime<chrono::Utc>) -> Result<DispatchEvent, DomainError>
+            + Send
+            + Sync,
+    ) -> Result<w::CartInfo, ServiceError> {
         let (cart, seq): (Cart, u64) = self
             .carts
             .execute_on(
-                ViewState::new(&self.view, |m| read_cart(m, &cmd.cart_id)),
-                &cart_subject(&cmd.cart_id),
+                ViewState::new(&self.view, |m| read_cart(m, cart_id)),
+                &cart_subject(cart_id),
                 req.msg_id(),
-                |cart, _| {
-                    domain::register_cart(cart, &cmd, facility.as_deref())
-                        .map(DispatchEvent::CartRegistered)
-                },
+                decide,
                 |cart, _, seq| (cart.clone(), seq),
             )
             .await?;
@@ -135,22 +149,10 @@ impl Dispatch {
                 |m| m.facility.clone(),
             )
             .await?;
-        let (cart, seq): (Cart, u64) = self
-            .carts
-            .execute_on(
-                ViewState::new(&self.view, |m| read_cart(m, &cmd.cart_id)),
-                &cart_subject(&cmd.cart_id),
-                req.msg_id(),
-                |cart, now| {
-                    domain::report(cart, &cmd, facility.as_deref(), now)
-                        .map(DispatchEvent::CartReported)
-                },
-                |cart, _, seq| (cart.clone(), seq),
-            )
-            .await?;
-        let info = self.cart_reply(&cart, seq);
-        self.publish_info(&info).await;
-        Ok(info)
+        self.cart_command(&req, &cmd.cart_id, |cart, now| {
+            domain::report(cart, &cmd, facility.as_deref(), now).map(DispatchEvent::CartReported)
+        })
+        .await
     }
 
     fn ssd_reply(ssd: &Ssd, seq: u64) -> w::SsdReply {
