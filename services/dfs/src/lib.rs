@@ -45,7 +45,7 @@ pub const STREAM: &str = "DFS";
 /// # Errors
 /// A dependency is unreachable or a data directory is unusable.
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
-    let settings = Settings::from_env();
+    let settings = Settings::from_env()?;
     runtime::db::migrate(&ctx.pool, "dfs", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("dfs", STREAM).await?;
     let catalog = runtime::projector::spawn(

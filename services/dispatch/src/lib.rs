@@ -156,12 +156,10 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         pool: ctx.pool.clone(),
         read_model,
         wait: ctx.config.min_seq_wait,
-        reply_wait: Duration::from_millis(
-            std::env::var("SWITCHYARD_DISPATCH_REPLY_WAIT_MS")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(1500),
-        ),
+        reply_wait: Duration::from_millis(runtime::config::setting(
+            "SWITCHYARD_DISPATCH_REPLY_WAIT_MS",
+            1500,
+        )?),
     });
     dispatcher::spawn(d.clone()).await?;
     let ep = Endpoints::start(

@@ -43,32 +43,27 @@ pub struct Settings {
     pub driver_timeout: Duration,
 }
 
-fn env_ms(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|v| *v > 0)
-}
-
 impl Settings {
     /// Reads the environment.
-    #[must_use]
-    pub fn from_env() -> Self {
-        let heartbeat = Duration::from_millis(
-            env_ms("SWITCHYARD_ENGINE_HEARTBEAT_MS")
-                .unwrap_or(1000)
-                .max(20),
-        );
-        let dead_after = env_ms("SWITCHYARD_ENGINE_DEAD_MS")
-            .map_or(heartbeat * 3, Duration::from_millis)
-            .max(heartbeat * 2);
+    ///
+    /// # Errors
+    /// A setting that does not parse or is 0, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use runtime::config::positive;
+        let heartbeat =
+            Duration::from_millis(positive("SWITCHYARD_ENGINE_HEARTBEAT_MS", 1000)?.max(20));
+        let dead_after = match runtime::config::setting::<u64>("SWITCHYARD_ENGINE_DEAD_MS", 0)? {
+            0 => heartbeat * 3,
+            ms => Duration::from_millis(ms),
+        }
+        .max(heartbeat * 2);
         let driver_timeout =
-            Duration::from_millis(env_ms("SWITCHYARD_ENGINE_DRIVER_TIMEOUT_MS").unwrap_or(5000));
-        Self {
+            Duration::from_millis(positive("SWITCHYARD_ENGINE_DRIVER_TIMEOUT_MS", 5000)?);
+        Ok(Self {
             heartbeat,
             dead_after,
             driver_timeout,
-        }
+        })
     }
 }
 
@@ -157,7 +152,7 @@ impl Engine {
     /// # Errors
     /// JetStream not reachable.
     pub async fn new(ctx: &Ctx, store: EventStore) -> anyhow::Result<Arc<Self>> {
-        let settings = Settings::from_env();
+        let settings = Settings::from_env()?;
         let kv = membership_bucket(&ctx.js, ctx.config.replicas).await?;
         let impls = crate::drivers::builtin()
             .into_iter()
@@ -896,7 +891,7 @@ mod tests {
 
     #[test]
     fn settings_default_to_a_second_and_three() {
-        let s = Settings::from_env();
+        let s = Settings::from_env().unwrap();
         assert!(s.dead_after >= s.heartbeat * 2);
         let id = instance_id("host.name/1");
         assert!(id.starts_with("host_name_1-"));

@@ -31,12 +31,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// (retry later) rather than queued without bound.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-fn max_in_flight() -> usize {
-    std::env::var("SWITCHYARD_MAX_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(MAX_IN_FLIGHT)
+fn max_in_flight() -> anyhow::Result<usize> {
+    let n = crate::config::positive("SWITCHYARD_MAX_IN_FLIGHT", MAX_IN_FLIGHT as u64)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// One request as a handler sees it.
@@ -104,6 +101,8 @@ pub struct Endpoints {
     name: String,
     /// Requests in flight across the service's endpoints.
     limit: Arc<Semaphore>,
+    /// Its size (`SWITCHYARD_MAX_IN_FLIGHT`).
+    max_in_flight: usize,
 }
 
 impl Endpoints {
@@ -116,6 +115,7 @@ impl Endpoints {
         name: &str,
         description: &str,
     ) -> anyhow::Result<Self> {
+        let max_in_flight = max_in_flight()?.min(Semaphore::MAX_PERMITS);
         let service = client
             .service_builder()
             .description(description)
@@ -126,7 +126,8 @@ impl Endpoints {
         Ok(Self {
             service: Arc::new(service),
             name: name.into(),
-            limit: Arc::new(Semaphore::new(max_in_flight())),
+            limit: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
         })
     }
 
@@ -184,6 +185,7 @@ impl Endpoints {
         let handler = Arc::new(handler);
         let limit = self.limit.clone();
         let service = self.name.clone();
+        let max_in_flight = self.max_in_flight;
         // The loop owns a handle on the micro service: dropping the last one stops every endpoint.
         let keep_alive = self.service.clone();
         tokio::spawn(async move {
@@ -197,7 +199,7 @@ impl Endpoints {
                         let codec = Codec::from_headers(request.message.headers.as_ref());
                         let err = ServiceError::unavailable(format!(
                             "{service} is busy ({} requests in flight); retry later",
-                            max_in_flight()
+                            max_in_flight
                         ));
                         let (headers, body) = error_reply(codec, &err);
                         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
