@@ -222,3 +222,15 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
         _ => anyhow::bail!("usage: switchyard projections list | rebuild <name>"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_registered_context_is_a_service_and_the_gateway_comes_last() {
+        let names: Vec<&str> = super::CONTEXTS.iter().map(|c| c.name).collect();
+        assert_eq!(super::SERVICES[..names.len()], names[..]);
+        assert_eq!(super::SERVICES[names.len()..], ["gateway"]);
+        assert_eq!(super::select(&[]).unwrap(), super::SERVICES);
+        assert!(super::select(&["nope".into()]).is_err());
+    }
+}
