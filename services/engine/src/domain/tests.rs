@@ -497,3 +497,32 @@ fn subjects_encode_ids() {
     );
     assert_eq!(module_subject("a>b"), "engine.events.module.a%3Eb");
 }
+
+/// Domain events and the wire's `EngineEvent` mirror each other: each kind (the audit record
+/// aside, which is the wire's own type) round-trips through the wire type unchanged.
+#[test]
+fn every_domain_event_is_the_wire_event() {
+    let events = [
+        register_driver(&DriverState::default(), &reg("calc")).unwrap(),
+        Event::ModuleAdded {
+            module_id: "m".into(),
+            driver_id: "calc".into(),
+            name: "Calculator".into(),
+        },
+        Event::SystemSet {
+            system_id: "s".into(),
+            modules: vec!["m".into()],
+        },
+        Event::StatusUpdated {
+            module_id: "m".into(),
+            name: "power".into(),
+            value: serde_json::json!({"on": true}),
+        },
+    ];
+    for e in events {
+        let v = serde_json::to_value(&e).unwrap();
+        let wire: schemas::engine::EngineEvent = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(wire).unwrap(), v, "{e:?}");
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+    }
+}

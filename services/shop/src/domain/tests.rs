@@ -251,3 +251,53 @@ fn events_serialise_as_the_contract_schema() {
     let wire: schemas::shop::ShopEvent = serde_json::from_value(v).unwrap();
     assert!(matches!(wire, schemas::shop::ShopEvent::ItemAdded(_)));
 }
+
+/// Domain events and the wire's `ShopEvent` mirror each other: every variant round-trips through
+/// the wire type unchanged.
+#[test]
+fn every_domain_event_is_the_wire_event() {
+    let events = [
+        Event::ItemAdded {
+            customer_id: "c".into(),
+            item_id: "apple".into(),
+            item_count: 2,
+            offered_price: Money(125),
+            special_sale: Some(Money(99)),
+            sale_expiration: Some(now()),
+        },
+        added("pear", 1, 50),
+        update("apple", 3).into_event(),
+        remove("apple").into_event(),
+        Event::CartCheckedOut {
+            customer_id: "c".into(),
+            order_id: oid().to_string(),
+            items: vec![OrderLine {
+                item_id: "pear".into(),
+                item_count: 1,
+                unit_price: Money(50),
+            }],
+            total: Money(50),
+        },
+    ];
+    for e in events {
+        let v = serde_json::to_value(&e).unwrap();
+        let wire: schemas::shop::ShopEvent = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(wire).unwrap(), v, "{e:?}");
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+    }
+}
+
+impl Command {
+    /// The event `decide` makes of an update or removal on a cart holding the item.
+    fn into_event(self) -> Event {
+        decide(
+            &runtime::testing::given::<Cart>([added("apple", 1, 1)])
+                .state()
+                .clone(),
+            &self,
+            now(),
+            oid(),
+        )
+        .unwrap()
+    }
+}
