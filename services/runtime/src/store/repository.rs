@@ -95,16 +95,16 @@ struct Slot<A> {
 }
 
 /// The cached state of one aggregate, locked for one command.
-pub struct Cached<A: Aggregate> {
-    store: EventStore,
-    subject: String,
+pub struct Cached<'a, A: Aggregate> {
+    store: &'a EventStore,
+    subject: &'a str,
     slot: OwnedMutexGuard<Slot<A>>,
     fresh: bool,
 }
 
-impl<A: Aggregate> Cached<A> {
+impl<A: Aggregate> Cached<'_, A> {
     async fn reload(&mut self) -> Result<(), ServiceError> {
-        let (events, last) = self.store.load::<A::Event>(&self.subject).await?;
+        let (events, last) = self.store.load::<A::Event>(self.subject).await?;
         let mut state = A::default();
         for e in &events {
             state.apply(&e.event);
@@ -121,7 +121,7 @@ impl<A: Aggregate> Cached<A> {
         if self.slot.loaded {
             if let Some(events) = self
                 .store
-                .load_after::<A::Event>(&self.subject, self.slot.seq, 64)
+                .load_after::<A::Event>(self.subject, self.slot.seq, 64)
                 .await?
             {
                 for e in &events {
@@ -136,7 +136,7 @@ impl<A: Aggregate> Cached<A> {
     }
 }
 
-impl<A: Aggregate> StateSource<A> for Cached<A> {
+impl<A: Aggregate> StateSource<A> for Cached<'_, A> {
     async fn load(&mut self) -> Result<(), ServiceError> {
         if self.slot.loaded {
             return Ok(());
@@ -224,10 +224,10 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The cached state of `subject`, locked until the returned source is dropped.
-    async fn cached(&self, subject: &str) -> Cached<A> {
+    async fn cached<'a>(&'a self, subject: &'a str) -> Cached<'a, A> {
         Cached {
-            store: self.store.clone(),
-            subject: subject.to_string(),
+            store: &self.store,
+            subject,
             slot: self.slot(subject).lock_owned().await,
             fresh: false,
         }
@@ -520,5 +520,41 @@ impl<A: Aggregate> Repository<A> {
         Err(CommandError::Conflict(format!(
             "too many concurrent writers on {subject}: gave up after {MAX_ATTEMPTS} attempts; retry"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CommandError;
+    use crate::error::{DomainError, ServiceError};
+    use schemas::ErrorCode;
+
+    #[test]
+    fn each_refusal_answers_with_its_contract_code() {
+        let code = |e: CommandError<DomainError>| ServiceError::from(e).code;
+        assert_eq!(
+            code(CommandError::Refused(DomainError::NotFound("x".into()))),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code(CommandError::Refused(DomainError::Invalid("x".into()))),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(CommandError::Conflict("raced".into())),
+            ErrorCode::Conflict
+        );
+        assert_eq!(
+            code(CommandError::Unavailable(ServiceError::unavailable("down"))),
+            ErrorCode::Unavailable
+        );
+        let first = ServiceError::conflict("the cart is empty");
+        assert_eq!(
+            ServiceError::from(CommandError::<DomainError>::Repeated(first.clone())),
+            first
+        );
+        let refused = CommandError::Refused(DomainError::Conflict("no".into()));
+        assert_eq!(refused.refusal(), Some(&DomainError::Conflict("no".into())));
+        assert_eq!(refused.to_service(), ServiceError::conflict("no"));
     }
 }
