@@ -12,7 +12,7 @@ pub mod projection;
 pub mod queries;
 
 use runtime::service::Endpoints;
-use runtime::{projector, Ctx};
+use runtime::Ctx;
 use std::sync::Arc;
 
 /// Name of the stream of cluster events.
@@ -25,14 +25,9 @@ pub const STREAM: &str = "CLUSTER";
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "cluster", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("cluster", STREAM).await?;
-    let handle = projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::TreeProjection::default(),
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("cluster", handle.clone());
+    let handle = ctx
+        .projection("cluster", &store, projection::TreeProjection::default())
+        .await?;
     live::spawn(
         ctx.client.clone(),
         store.clone(),

@@ -136,14 +136,9 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "dispatch", sqlx::migrate!("./migrations")).await?;
     let view = View::start(store.clone()).await?;
     facility::load_default(&store, &view).await?;
-    let read_model = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::ReadModel,
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("dispatch", read_model.clone());
+    let read_model = ctx
+        .projection("dispatch", &store, projection::ReadModel)
+        .await?;
     let d = Arc::new(Dispatch {
         // Not cached (the view is the state); msg ids scoped as ever ("dispatch-view").
         carts: Repository::new(store.clone(), ctx.idem.clone(), "dispatch-view", 0),

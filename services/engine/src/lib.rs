@@ -77,14 +77,9 @@ async fn start_inner(ctx: &Ctx) -> anyhow::Result<()> {
 
     // The read model starts after the built-in drivers are registered, so that readiness (the
     // projection caught up with the stream as it stood at its start) covers them.
-    let read_model = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::ReadModel,
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("engine", read_model.clone());
+    let read_model = ctx
+        .projection("engine", &store, projection::ReadModel)
+        .await?;
     engine.serve_owner().await?;
     engine.join().await?;
     handlers::serve(&engine, read_model).await?;

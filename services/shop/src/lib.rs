@@ -53,14 +53,9 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
     let shards = ctx.config.shop_shards;
     reshard(&ctx.pool, shards).await?;
-    let dht = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        DhtProjection { shards },
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("shop", dht.clone());
+    let dht = ctx
+        .projection("shop", &store, DhtProjection { shards })
+        .await?;
     let shop = Arc::new(Shop {
         carts: ctx.repository::<Cart>(&store, "shop"),
         dht,
