@@ -215,18 +215,9 @@ pub fn routes(client: async_nats::Client) -> axum::Router {
         axum::extract::State(c): axum::extract::State<async_nats::Client>,
         body: bytes::Bytes,
     ) -> axum::response::Response {
-        let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &body
-        };
-        let parsed: Result<w::HttpRequestDatasets, _> = serde_json::from_slice(text);
-        let b = match parsed {
+        let b: w::HttpRequestDatasets = match runtime::http::parse(&body) {
             Ok(b) => b,
-            Err(e) => {
-                let body = serde_json::json!({"error": {"code": "invalid_request", "message": format!("the body does not match the schema: {e}")}});
-                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-            }
+            Err(r) => return *r,
         };
         let cmd = serde_json::json!({"server_id": b.server_id, "datasets": b.datasets});
         let r = runtime::client::request_json(&c, "dispatch.cmd.request-datasets", &cmd).await;

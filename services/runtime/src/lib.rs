@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod nats;
 pub mod projector;
 pub mod service;

@@ -4,13 +4,14 @@
 //! - [`wire`]: conversions to the wire types in `schemas::shop`.
 //! - [`projection`]: the DHT read model in PostgreSQL schema `shop`.
 //! - `handlers` (commands) and [`queries`]: what the endpoints of micro service `shop` run.
-//! - [`live`]: the live subjects for dashboards.
+//! - [`live`]: the live subjects for dashboards; [`http`]: the original REST routes.
 //! - this module: start (stream, migrations, projection, endpoints) and rebuild.
 //!
 //! Events go to stream `SHOP` on `shop.events.cart.<customer token>` (see `schemas::encode_token`).
 
 pub mod domain;
 mod handlers;
+pub mod http;
 pub mod live;
 pub mod projection;
 pub mod queries;

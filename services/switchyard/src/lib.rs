@@ -36,8 +36,7 @@ pub const CONTEXTS: &[ContextInfo] = &[
         start: |ctx| Box::pin(shop::start(ctx)),
         projections: &["shop_dht"],
         rebuild: |ctx, name| Box::pin(shop::rebuild(ctx, name)),
-        // The original REST routes are the gateway's own.
-        routes: |_| axum::Router::new(),
+        routes: shop::http::routes,
     },
     ContextInfo {
         name: "dispatch",
