@@ -67,73 +67,63 @@ fn node_spec(n: wire::NodeSpec) -> domain::NodeSpec {
     }
 }
 
-/// `cluster.cmd.start-manager`.
-pub(crate) async fn start_manager(
+/// `cluster.cmd.<verb>` for a verb whose body says which command it is.
+pub(crate) async fn command<B: Into<Command>>(
     c: Arc<Commands>,
-    b: wire::StartManager,
+    b: B,
     req: Request,
 ) -> Result<wire::CommandReply, ServiceError> {
-    let command = Command::StartManager {
-        manager_id: b.manager_id,
-        ip: b.ip,
-        port: b.port,
-    };
-    c.run(command, req.msg_id()).await
+    c.run(b.into(), req.msg_id()).await
 }
 
-/// `cluster.cmd.connect-worker`.
-pub(crate) async fn connect_worker(
-    c: Arc<Commands>,
-    b: wire::ConnectWorker,
-    req: Request,
-) -> Result<wire::CommandReply, ServiceError> {
-    let command = Command::ConnectWorker {
-        manager_id: b.manager_id,
-        worker: worker_info(b.worker),
-    };
-    c.run(command, req.msg_id()).await
+impl From<wire::StartManager> for Command {
+    fn from(b: wire::StartManager) -> Self {
+        let (manager_id, ip, port) = (b.manager_id, b.ip, b.port);
+        Command::StartManager {
+            manager_id,
+            ip,
+            port,
+        }
+    }
 }
 
-/// `cluster.cmd.disconnect-worker`.
-pub(crate) async fn disconnect_worker(
-    c: Arc<Commands>,
-    b: wire::DisconnectWorker,
-    req: Request,
-) -> Result<wire::CommandReply, ServiceError> {
-    let command = Command::DisconnectWorker {
-        manager_id: b.manager_id,
-        worker_id: b.worker_id,
-    };
-    c.run(command, req.msg_id()).await
+impl From<wire::ConnectWorker> for Command {
+    fn from(b: wire::ConnectWorker) -> Self {
+        let (manager_id, worker) = (b.manager_id, worker_info(b.worker));
+        Command::ConnectWorker { manager_id, worker }
+    }
 }
 
-/// `cluster.cmd.commit-graph`.
-pub(crate) async fn commit_graph(
-    c: Arc<Commands>,
-    b: wire::CommitGraph,
-    req: Request,
-) -> Result<wire::CommandReply, ServiceError> {
-    let command = Command::CommitGraph {
-        manager_id: b.manager_id,
-        nodes: b.nodes.into_iter().map(node_spec).collect(),
-        edges: b.edges,
-        mapping: b.mapping,
-    };
-    c.run(command, req.msg_id()).await
+impl From<wire::DisconnectWorker> for Command {
+    fn from(b: wire::DisconnectWorker) -> Self {
+        let (manager_id, worker_id) = (b.manager_id, b.worker_id);
+        Command::DisconnectWorker {
+            manager_id,
+            worker_id,
+        }
+    }
 }
 
-/// `cluster.cmd.node-report`.
-pub(crate) async fn node_report(
-    c: Arc<Commands>,
-    b: wire::NodeReport,
-    req: Request,
-) -> Result<wire::CommandReply, ServiceError> {
-    let command = Command::NodeReport {
-        manager_id: b.manager_id,
-        node_id: b.node_id,
-        running: b.running,
-    };
-    c.run(command, req.msg_id()).await
+impl From<wire::CommitGraph> for Command {
+    fn from(b: wire::CommitGraph) -> Self {
+        Command::CommitGraph {
+            manager_id: b.manager_id,
+            nodes: b.nodes.into_iter().map(node_spec).collect(),
+            edges: b.edges,
+            mapping: b.mapping,
+        }
+    }
+}
+
+impl From<wire::NodeReport> for Command {
+    fn from(b: wire::NodeReport) -> Self {
+        let (manager_id, node_id, running) = (b.manager_id, b.node_id, b.running);
+        Command::NodeReport {
+            manager_id,
+            node_id,
+            running,
+        }
+    }
 }
 
 /// `cluster.cmd.execute`.

@@ -13,6 +13,7 @@ pub mod queries;
 
 use runtime::service::Endpoints;
 use runtime::Ctx;
+use schemas::cluster as wire;
 use std::sync::Arc;
 
 /// Name of the stream of cluster events.
@@ -46,19 +47,34 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         repo: ctx.repository(&store, "cluster"),
     }));
     commands
-        .on("cluster.cmd.start-manager", handlers::start_manager)
+        .on(
+            "cluster.cmd.start-manager",
+            handlers::command::<wire::StartManager>,
+        )
         .await?;
     commands
-        .on("cluster.cmd.connect-worker", handlers::connect_worker)
+        .on(
+            "cluster.cmd.connect-worker",
+            handlers::command::<wire::ConnectWorker>,
+        )
         .await?;
     commands
-        .on("cluster.cmd.disconnect-worker", handlers::disconnect_worker)
+        .on(
+            "cluster.cmd.disconnect-worker",
+            handlers::command::<wire::DisconnectWorker>,
+        )
         .await?;
     commands
-        .on("cluster.cmd.commit-graph", handlers::commit_graph)
+        .on(
+            "cluster.cmd.commit-graph",
+            handlers::command::<wire::CommitGraph>,
+        )
         .await?;
     commands
-        .on("cluster.cmd.node-report", handlers::node_report)
+        .on(
+            "cluster.cmd.node-report",
+            handlers::command::<wire::NodeReport>,
+        )
         .await?;
     commands
         .on("cluster.cmd.execute", handlers::execute)
