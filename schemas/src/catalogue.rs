@@ -76,6 +76,7 @@ pub fn all() -> Vec<SubjectDoc> {
         doc!("shop.query.cart", Query, "The cart (an unknown customer has an empty cart).", CartQuery => Cart),
         doc!("shop.query.dht-get", Query, "One DHT entry with its hash_key and shard.", DhtGet => DhtGetReply),
         doc!("shop.query.dht-stats", Query, "Shard count and keys per shard.", DhtStats => DhtStatsReply),
+        doc!("shop.query.shard-carts", Query, "The carts of one shard by customer id (an addition).", ShardCarts => ShardCartsReply),
         doc!("shop.events.cart.{customer_id}", Event, "Cart events: ItemAdded, ItemCountChanged, ItemRemoved, CartCheckedOut (envelope data).", ShopEvent),
         doc!("sys.query.health", Query, "Readiness of every service and the lag of each projection.", MinSeq => Health),
         doc!("_errors", Live, "The body of every error reply (with Nats-Service-Error-Code / Nats-Service-Error headers).", ErrorBody),

@@ -126,6 +126,34 @@ pub struct DhtStatsReply {
     pub keys_per_shard: Vec<u64>,
 }
 
+/// `shop.query.shard-carts` (an addition): the carts one shard holds, by customer id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShardCarts {
+    /// `0..shards`.
+    pub shard: u32,
+    /// At most this many carts (1..=10000, default 1000), in customer id order.
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub min_seq: Option<u64>,
+}
+
+/// Reply of `shop.query.shard-carts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardCartsReply {
+    pub shard: u32,
+    pub carts: Vec<ShardCart>,
+}
+
+/// One cart of a shard: its key, `hash_key` and the sequence of its last event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShardCart {
+    pub customer_id: String,
+    pub hash_key: u64,
+    pub seq: u64,
+}
+
 /// Event data on `shop.events.cart.<customer>`, tagged by the envelope's `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]

@@ -779,3 +779,48 @@ impl Client {
         }
     }
 }
+
+/// What a probe of [`eventually`] answers: `true` / `Some(value)` when done.
+pub trait Probe {
+    /// What `eventually` returns.
+    type Value;
+    /// The value, when the probe is done.
+    fn done(self) -> Option<Self::Value>;
+}
+
+impl Probe for bool {
+    type Value = ();
+    fn done(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn done(self) -> Option<T> {
+        self
+    }
+}
+
+/// Runs `probe` every 50 ms until it is done (`true`, or `Some(value)`: the value is returned).
+///
+/// # Panics
+/// Not done within `timeout`: "timed out waiting for {what}".
+pub async fn eventually<P, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> P::Value
+where
+    P: Probe,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = P>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await.done() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

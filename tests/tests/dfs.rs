@@ -5,31 +5,13 @@
 use bytes::Bytes;
 use dfs::client::{self, PutOptions};
 use dfs::domain::{encode_frame, sha256_hex};
-use e2e::{Client, Services, TestEnv};
+use e2e::{eventually, Client, Services, TestEnv};
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Polls `check` every 50 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rand::rng().fill_bytes(&mut v);

@@ -2,7 +2,7 @@
 //! in-process, talked to only over NATS (and HTTP) as a client would.
 
 use async_nats::jetstream;
-use e2e::{Client, TestEnv};
+use e2e::{eventually, Client, TestEnv};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -62,24 +62,6 @@ async fn drive_trip(c: &Client, cart: &str) {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, for at most `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The request from the read model (an error body while the projection has not reached it yet).
 async fn request_state(c: &Client, request_id: &str) -> Value {
     c.request("dispatch.query.request", &json!({"request_id": request_id}))
@@ -89,10 +71,14 @@ async fn request_state(c: &Client, request_id: &str) -> Value {
 }
 
 async fn wait_delivered(c: &Client, request_id: &str, secs: u64) -> Value {
-    eventually(secs, &format!("request {request_id} delivered"), || async {
-        let r = request_state(c, request_id).await;
-        (r["state"] == "delivered").then_some(r)
-    })
+    eventually(
+        Duration::from_secs(secs),
+        &format!("request {request_id} delivered"),
+        || async {
+            let r = request_state(c, request_id).await;
+            (r["state"] == "delivered").then_some(r)
+        },
+    )
     .await
 }
 
@@ -413,10 +399,14 @@ async fn fault_mid_flight_hands_the_datasets_to_another_cart_or_fails_the_reques
     let job: Value = serde_json::from_slice(&m.payload).unwrap();
     assert_eq!(job["request_id"], id.as_str());
     assert_eq!(job["datasets"], json!(["shared"]));
-    let state = eventually(10, "the re-plan in the read model", || async {
-        let s = request_state(&c, &id).await;
-        (s["state"] == "failed").then_some(s)
-    })
+    let state = eventually(
+        Duration::from_secs(10),
+        "the re-plan in the read model",
+        || async {
+            let s = request_state(&c, &id).await;
+            (s["state"] == "failed").then_some(s)
+        },
+    )
     .await;
     assert_eq!(state["failed"], json!(["solo"]));
     assert!(state["reason"].as_str().unwrap().contains("near"));

@@ -654,3 +654,57 @@ async fn random_histories_project_exactly_as_the_commands_reported() -> anyhow::
     }
     Ok(())
 }
+
+/// `shop.query.shard-carts` (an addition): a shard lists exactly the carts `dht-get` places on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_lists_the_carts_it_holds() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let mut seq = 0;
+    let mut on_shard: Vec<(u64, String)> = Vec::new();
+    for customer in ["ann", "bob", "cy.d@example.com", "dee", "eve", "fay"] {
+        seq = c
+            .request("shop.cmd.add-item", &add(customer, "apple", 1, 1.0))
+            .await?
+            .ok()["seq"]
+            .as_u64()
+            .unwrap();
+        let g = c
+            .request(
+                "shop.query.dht-get",
+                &json!({"key": customer, "min_seq": seq}),
+            )
+            .await?
+            .ok();
+        on_shard.push((g["shard"].as_u64().unwrap(), customer.to_string()));
+    }
+    let shard = on_shard[0].0;
+    let mut expected: Vec<String> = on_shard
+        .iter()
+        .filter(|(s, _)| *s == shard)
+        .map(|(_, c)| c.clone())
+        .collect();
+    expected.sort();
+    let r = c
+        .request(
+            "shop.query.shard-carts",
+            &json!({"shard": shard, "min_seq": seq}),
+        )
+        .await?
+        .ok();
+    assert_eq!(r["shard"], shard);
+    let listed: Vec<&str> = r["carts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["customer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, expected);
+    assert!(r["carts"][0]["seq"].as_u64().unwrap() > 0);
+    let err = c
+        .request("shop.query.shard-carts", &json!({"shard": 16}))
+        .await?;
+    assert_eq!(err.code(), Some("invalid_request"), "16 shards: 0..16");
+    Ok(())
+}

@@ -1,12 +1,12 @@
 //! Commands: wire bodies in, domain commands decided on the manager aggregate, one event appended,
 //! the reply out. Every refusal appends nothing.
 
-use crate::domain::{self, Command, DomainError, Manager};
-use chrono::Utc;
+use crate::domain::{self, Command, Manager};
 use runtime::service::Request;
 use runtime::store::{Aggregate, Repository};
 use runtime::ServiceError;
 use schemas::cluster as wire;
+use std::sync::Arc;
 use tracing::Instrument;
 
 impl Aggregate for Manager {
@@ -29,14 +29,6 @@ pub fn manager_subject(manager_id: &str) -> String {
 #[must_use]
 pub fn tree_subject(manager_id: &str) -> String {
     format!("cluster.tree.{}", schemas::encode_token(manager_id))
-}
-
-fn to_service(e: DomainError) -> ServiceError {
-    match e {
-        DomainError::Invalid(m) => ServiceError::invalid(m),
-        DomainError::NotFound(m) => ServiceError::not_found(m),
-        DomainError::Conflict(m) => ServiceError::conflict(m),
-    }
 }
 
 pub(crate) fn data_type(d: wire::DataType) -> domain::DataType {
@@ -75,84 +67,103 @@ fn node_spec(n: wire::NodeSpec) -> domain::NodeSpec {
     }
 }
 
-/// Decodes a request of `verb` into a domain command.
-///
-/// # Errors
-/// `invalid_request` when the body does not match the verb's schema.
-pub fn parse(verb: &str, req: &Request) -> Result<Command, ServiceError> {
-    Ok(match verb {
-        "start-manager" => {
-            let b: wire::StartManager = req.decode()?;
-            Command::StartManager {
-                manager_id: b.manager_id,
-                ip: b.ip,
-                port: b.port,
-            }
-        }
-        "connect-worker" => {
-            let b: wire::ConnectWorker = req.decode()?;
-            Command::ConnectWorker {
-                manager_id: b.manager_id,
-                worker: worker_info(b.worker),
-            }
-        }
-        "disconnect-worker" => {
-            let b: wire::DisconnectWorker = req.decode()?;
-            Command::DisconnectWorker {
-                manager_id: b.manager_id,
-                worker_id: b.worker_id,
-            }
-        }
-        "commit-graph" => {
-            let b: wire::CommitGraph = req.decode()?;
-            Command::CommitGraph {
-                manager_id: b.manager_id,
-                nodes: b.nodes.into_iter().map(node_spec).collect(),
-                edges: b.edges,
-                mapping: b.mapping,
-            }
-        }
-        "node-report" => {
-            let b: wire::NodeReport = req.decode()?;
-            Command::NodeReport {
-                manager_id: b.manager_id,
-                node_id: b.node_id,
-                running: b.running,
-            }
-        }
-        "execute" => Command::Execute {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        "stop" => Command::Stop {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        "finalize" => Command::Finalize {
-            manager_id: req.decode::<wire::ManagerCommand>()?.manager_id,
-        },
-        other => return Err(ServiceError::internal(format!("no command {other}"))),
-    })
+/// `cluster.cmd.<verb>` for a verb whose body says which command it is.
+pub(crate) async fn command<B: Into<Command>>(
+    c: Arc<Commands>,
+    b: B,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    c.run(b.into(), req.msg_id()).await
 }
 
-/// Every command verb, served on `cluster.cmd.<verb>`.
-pub const VERBS: &[&str] = &[
-    "start-manager",
-    "connect-worker",
-    "disconnect-worker",
-    "commit-graph",
-    "node-report",
-    "execute",
-    "stop",
-    "finalize",
-];
+impl From<wire::StartManager> for Command {
+    fn from(b: wire::StartManager) -> Self {
+        let (manager_id, ip, port) = (b.manager_id, b.ip, b.port);
+        Command::StartManager {
+            manager_id,
+            ip,
+            port,
+        }
+    }
+}
+
+impl From<wire::ConnectWorker> for Command {
+    fn from(b: wire::ConnectWorker) -> Self {
+        let (manager_id, worker) = (b.manager_id, worker_info(b.worker));
+        Command::ConnectWorker { manager_id, worker }
+    }
+}
+
+impl From<wire::DisconnectWorker> for Command {
+    fn from(b: wire::DisconnectWorker) -> Self {
+        let (manager_id, worker_id) = (b.manager_id, b.worker_id);
+        Command::DisconnectWorker {
+            manager_id,
+            worker_id,
+        }
+    }
+}
+
+impl From<wire::CommitGraph> for Command {
+    fn from(b: wire::CommitGraph) -> Self {
+        Command::CommitGraph {
+            manager_id: b.manager_id,
+            nodes: b.nodes.into_iter().map(node_spec).collect(),
+            edges: b.edges,
+            mapping: b.mapping,
+        }
+    }
+}
+
+impl From<wire::NodeReport> for Command {
+    fn from(b: wire::NodeReport) -> Self {
+        let (manager_id, node_id, running) = (b.manager_id, b.node_id, b.running);
+        Command::NodeReport {
+            manager_id,
+            node_id,
+            running,
+        }
+    }
+}
+
+/// `cluster.cmd.execute`.
+pub(crate) async fn execute(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    c.run(Command::Execute { manager_id }, req.msg_id()).await
+}
+
+/// `cluster.cmd.stop`.
+pub(crate) async fn stop(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    c.run(Command::Stop { manager_id }, req.msg_id()).await
+}
+
+/// `cluster.cmd.finalize`.
+pub(crate) async fn finalize(
+    c: Arc<Commands>,
+    b: wire::ManagerCommand,
+    req: Request,
+) -> Result<wire::CommandReply, ServiceError> {
+    let manager_id = b.manager_id;
+    c.run(Command::Finalize { manager_id }, req.msg_id()).await
+}
 
 /// Runs the commands of one process.
-#[derive(Clone)]
 pub struct Commands {
     pub repo: Repository<Manager>,
 }
 
 impl Commands {
-    /// Decides and appends one command.
+    /// Decides and appends one command. A refusal decided on a cached manager that another process
+    /// has moved past is checked against the stream by the repository.
     ///
     /// # Errors
     /// The domain's refusal, or `unavailable` when the event store does not answer.
@@ -164,60 +175,12 @@ impl Commands {
         schemas::check_id("manager_id", command.manager_id()).map_err(ServiceError::invalid)?;
         let subject = manager_subject(command.manager_id());
         let span = tracing::info_span!("cluster_command", manager_id = %command.manager_id());
-        // Another process may have appended since this one cached the manager. A success decided on
-        // that stale state only loses the append race and is decided again; a refusal would be
-        // wrong, so a refusal is checked against the stream and decided again on a fresh state.
-        // (A command with a Nats-Msg-Id has its reply remembered, so it is checked beforehand.)
-        if msg_id.is_some() {
-            self.refresh_if_stale(&subject).await?;
-        }
-        let first = self
-            .execute(&subject, msg_id, &command)
-            .instrument(span.clone())
-            .await;
-        match first {
-            Err(Rejection::Domain(e)) if msg_id.is_none() => {
-                if !self.refresh_if_stale(&subject).await? {
-                    return Err(e);
-                }
-                self.execute(&subject, None, &command)
-                    .instrument(span)
-                    .await
-                    .map_err(Rejection::into_error)
-            }
-            other => other.map_err(Rejection::into_error),
-        }
-    }
-
-    /// Forgets the cached manager when the stream has moved past it; true when it did.
-    async fn refresh_if_stale(&self, subject: &str) -> Result<bool, ServiceError> {
-        let last = self.repo.store().last_seq_of(subject).await?;
-        let cached = self.repo.cached_seq(subject);
-        if cached == Some(last) || (cached.is_none() && last == 0) {
-            return Ok(false);
-        }
-        self.repo.forget(subject);
-        Ok(true)
-    }
-
-    async fn execute(
-        &self,
-        subject: &str,
-        msg_id: Option<&str>,
-        command: &Command,
-    ) -> Result<wire::CommandReply, Rejection> {
-        let refused = std::sync::atomic::AtomicBool::new(false);
-        self.repo
+        Ok(self
+            .repo
             .execute(
-                subject,
+                &subject,
                 msg_id,
-                |m: &Manager| match m.decide(command) {
-                    Ok(event) => Ok((uuid::Uuid::now_v7(), Utc::now(), event)),
-                    Err(e) => {
-                        refused.store(true, std::sync::atomic::Ordering::Relaxed);
-                        Err(to_service(e))
-                    }
-                },
+                |m: &Manager, _now| m.decide(&command),
                 |m: &Manager, _e, seq| {
                     let state = m.state.unwrap_or(domain::ManagerState::Started);
                     wire::CommandReply {
@@ -229,27 +192,7 @@ impl Commands {
                     }
                 },
             )
-            .await
-            .map_err(|e| {
-                if refused.load(std::sync::atomic::Ordering::Relaxed) {
-                    Rejection::Domain(e)
-                } else {
-                    Rejection::Other(e)
-                }
-            })
-    }
-}
-
-/// Why a command failed: the domain refused it, or something else (store, races).
-enum Rejection {
-    Domain(ServiceError),
-    Other(ServiceError),
-}
-
-impl Rejection {
-    fn into_error(self) -> ServiceError {
-        match self {
-            Self::Domain(e) | Self::Other(e) => e,
-        }
+            .instrument(span)
+            .await?)
     }
 }

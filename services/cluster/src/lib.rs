@@ -12,8 +12,9 @@ pub mod projection;
 pub mod queries;
 
 use runtime::service::Endpoints;
-use runtime::{projector, Ctx};
+use runtime::Ctx;
 use schemas::cluster as wire;
+use std::sync::Arc;
 
 /// Name of the stream of cluster events.
 pub const STREAM: &str = "CLUSTER";
@@ -25,14 +26,9 @@ pub const STREAM: &str = "CLUSTER";
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "cluster", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("cluster", STREAM).await?;
-    let handle = projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::TreeProjection::default(),
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("cluster", handle.clone());
+    let handle = ctx
+        .projection("cluster", &store, projection::TreeProjection::default())
+        .await?;
     live::spawn(
         ctx.client.clone(),
         store.clone(),
@@ -47,39 +43,54 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         "pipeline manager, workers and nodes as a live network tree",
     )
     .await?;
-    let commands = handlers::Commands {
+    let commands = endpoints.with_state(Arc::new(handlers::Commands {
         repo: ctx.repository(&store, "cluster"),
-    };
-    for verb in handlers::VERBS {
-        let commands = commands.clone();
-        endpoints
-            .add(&format!("cluster.cmd.{verb}"), move |req| {
-                let commands = commands.clone();
-                async move {
-                    let command = handlers::parse(verb, &req)?;
-                    commands.run(command, req.msg_id()).await
-                }
-            })
-            .await?;
-    }
-    let queries = queries::Queries {
+    }));
+    commands
+        .on(
+            "cluster.cmd.start-manager",
+            handlers::command::<wire::StartManager>,
+        )
+        .await?;
+    commands
+        .on(
+            "cluster.cmd.connect-worker",
+            handlers::command::<wire::ConnectWorker>,
+        )
+        .await?;
+    commands
+        .on(
+            "cluster.cmd.disconnect-worker",
+            handlers::command::<wire::DisconnectWorker>,
+        )
+        .await?;
+    commands
+        .on(
+            "cluster.cmd.commit-graph",
+            handlers::command::<wire::CommitGraph>,
+        )
+        .await?;
+    commands
+        .on(
+            "cluster.cmd.node-report",
+            handlers::command::<wire::NodeReport>,
+        )
+        .await?;
+    commands
+        .on("cluster.cmd.execute", handlers::execute)
+        .await?;
+    commands.on("cluster.cmd.stop", handlers::stop).await?;
+    commands
+        .on("cluster.cmd.finalize", handlers::finalize)
+        .await?;
+    let queries = endpoints.with_state(Arc::new(queries::Queries {
         pool: ctx.pool.clone(),
         projection: handle,
         wait: ctx.config.min_seq_wait,
-    };
-    let q = queries.clone();
-    endpoints
-        .add("cluster.query.tree", move |req| {
-            let q = q.clone();
-            async move { q.tree(req.decode::<wire::TreeQuery>()?, req.codec).await }
-        })
-        .await?;
-    let q = queries;
-    endpoints
-        .add("cluster.query.managers", move |req| {
-            let q = q.clone();
-            async move { q.managers(req.decode::<wire::ManagersQuery>()?).await }
-        })
+    }));
+    queries.on("cluster.query.tree", queries::tree).await?;
+    queries
+        .on("cluster.query.managers", queries::managers)
         .await?;
     ctx.health.started("cluster");
     Ok(())

@@ -2,11 +2,13 @@
 
 use runtime::codec::Codec;
 use runtime::projector::ProjectionHandle;
+use runtime::service::Request;
 use runtime::ServiceError;
 use schemas::cluster as wire;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The tree reply: the stored JSON as it is, or typed for postcard.
@@ -18,7 +20,6 @@ pub enum TreeReply {
 }
 
 /// Read-side handles.
-#[derive(Clone)]
 pub struct Queries {
     pub pool: PgPool,
     pub projection: ProjectionHandle,
@@ -79,4 +80,22 @@ impl Queries {
                 .collect(),
         })
     }
+}
+
+/// `cluster.query.tree`.
+pub(crate) async fn tree(
+    q: Arc<Queries>,
+    body: wire::TreeQuery,
+    req: Request,
+) -> Result<TreeReply, ServiceError> {
+    q.tree(body, req.codec).await
+}
+
+/// `cluster.query.managers`.
+pub(crate) async fn managers(
+    q: Arc<Queries>,
+    body: wire::ManagersQuery,
+    _: Request,
+) -> Result<wire::Managers, ServiceError> {
+    q.managers(body).await
 }

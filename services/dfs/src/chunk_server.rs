@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
-use runtime::store::{encode_event, EventStore};
+use runtime::store::{stamp, EventStore};
 use schemas::dfs::{ChunkReply, DfsEvent, DownloadChunk, Heartbeat, UploadChunk};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -341,14 +341,13 @@ fn bad(message: impl Into<String>) -> Refusal {
 }
 
 async fn append(shared: &Shared, chunk_id: &ChunkId, event: DfsEvent) -> Result<(), Refusal> {
-    let id = uuid::Uuid::now_v7();
-    let payload = encode_event(id, chrono::Utc::now(), &event).map_err(|e| (500, e.message))?;
+    let new = stamp(&event).map_err(|e| (500, e.message))?;
     shared
         .store
         .append_unchecked(
             &format!("dfs.events.chunk.{chunk_id}"),
-            payload,
-            &id.to_string(),
+            new.payload,
+            &new.id,
         )
         .await
         .map(|_| ())

@@ -11,7 +11,7 @@ use crate::transfer;
 use futures::StreamExt;
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
-use runtime::store::{encode_event, EventStore, Repository};
+use runtime::store::{stamp, CommandError, EventStore, Repository};
 use runtime::{Ctx, ServiceError};
 use schemas::dfs::{
     ChunkLocationsReply, ChunkServersReply, ClientIdReply, CommitFile, CommitFileReply,
@@ -64,11 +64,13 @@ fn server_subject(server_id: &str) -> String {
     format!("dfs.events.server.{server_id}")
 }
 
-fn file_error(e: FileError) -> ServiceError {
-    match e {
-        FileError::Invalid(m) => ServiceError::invalid(m),
-        FileError::NotFound(m) => ServiceError::not_found(m),
-        FileError::Conflict(m) => ServiceError::conflict(m),
+/// A server event that is already the server's state (it joined, or was lost, already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AlreadyDone;
+
+impl From<AlreadyDone> for ServiceError {
+    fn from(_: AlreadyDone) -> Self {
+        ServiceError::conflict("the server is in that state already")
     }
 }
 
@@ -140,12 +142,9 @@ impl Coordinator {
             "dfs coordinator: files, chunk servers, replicas",
         )
         .await?;
-        let handler = me.clone();
         endpoints
-            .add_with_limit("dfs.coordinator", 8 * 1024 * 1024, move |req| {
-                let me = handler.clone();
-                async move { me.handle(req).await }
-            })
+            .with_state(Arc::new(me.clone()))
+            .on_with_limit("dfs.coordinator", 8 * 1024 * 1024, Self::handle)
             .await?;
         let heartbeats = ctx.client.subscribe("dfs.heartbeat.*").await?;
         tokio::spawn(
@@ -184,8 +183,12 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn handle(&self, req: Request) -> Result<Value, ServiceError> {
-        let request: CoordinatorRequest = req.decode()?;
+    /// `dfs.coordinator`: one subject, the request's `request_type` says what.
+    async fn handle(
+        self: Arc<Self>,
+        request: CoordinatorRequest,
+        req: Request,
+    ) -> Result<Value, ServiceError> {
         match request {
             CoordinatorRequest::GET_CLIENT_ID {} => to_value(&ClientIdReply {
                 client_id: uuid::Uuid::new_v4().to_string(),
@@ -225,11 +228,7 @@ impl Coordinator {
                     .execute(
                         &subject,
                         req.msg_id(),
-                        |s| {
-                            domain::decide_delete(s, &id)
-                                .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                                .map_err(file_error)
-                        },
+                        |s, _| domain::decide_delete(s, &id),
                         |_, _, seq| DeleteFileReply {
                             file_id: file_id.clone(),
                             deleted: true,
@@ -248,11 +247,11 @@ impl Coordinator {
         commit: CommitFile,
         msg_id: Option<&str>,
     ) -> Result<Value, ServiceError> {
-        domain::check_commit(&commit, self.max_chunk).map_err(file_error)?;
+        domain::check_commit(&commit, self.max_chunk)?;
         let commit = domain::normalise_commit(commit, self.default_replicas);
         let subject = file_subject(&commit.file_id);
         let (state, seq) = self.files.state(&subject).await?;
-        if domain::decide_commit(&state, &commit).map_err(file_error)? == Decision::AlreadyDone {
+        if domain::decide_commit(&state, &commit)? == Decision::AlreadyDone {
             return to_value(&CommitFileReply {
                 file_id: commit.file_id,
                 seq,
@@ -273,10 +272,10 @@ impl Coordinator {
             .execute(
                 &subject,
                 msg_id,
-                |s| match domain::decide_commit(s, &commit).map_err(file_error)? {
-                    Decision::Append(e) => Ok((uuid::Uuid::now_v7(), chrono::Utc::now(), e)),
-                    Decision::AlreadyDone => Err(ServiceError::conflict(
-                        "the file was committed concurrently; ask GET_FILE",
+                |s, _| match domain::decide_commit(s, &commit)? {
+                    Decision::Append(e) => Ok(e),
+                    Decision::AlreadyDone => Err(FileError::Conflict(
+                        "the file was committed concurrently; ask GET_FILE".into(),
                     )),
                 },
                 |_, _, seq| CommitFileReply {
@@ -328,18 +327,15 @@ impl Coordinator {
                 .execute(
                     &subject,
                     None,
-                    |s| {
-                        domain::decide_heard(s, &id, &chunk_subject)
-                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                            .ok_or_else(|| ServiceError::conflict("already live"))
-                    },
+                    |s, _| domain::decide_heard(s, &id, &chunk_subject).ok_or(AlreadyDone),
                     |_, _, seq| seq,
                 )
                 .await;
             match result {
                 Ok(_) => tracing::info!(server = %hb.server_id, "chunk server joined"),
-                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(CommandError::Refused(AlreadyDone) | CommandError::Conflict(_)) => {}
                 Err(e) => {
+                    let e = e.to_service();
                     tracing::warn!(server = %hb.server_id, error = %e.message, "could not record the join");
                     if let Ok(mut s) = self.seen.lock() {
                         s.remove(&hb.server_id);
@@ -413,14 +409,12 @@ impl Coordinator {
     }
 
     async fn append_chunk_event(&self, chunk_id: &str, event: DfsEvent) -> anyhow::Result<()> {
-        let id = uuid::Uuid::now_v7();
-        let payload =
-            encode_event(id, chrono::Utc::now(), &event).map_err(|e| anyhow::anyhow!(e.message))?;
+        let new = stamp(&event).map_err(|e| anyhow::anyhow!(e.message))?;
         self.store
             .append_unchecked(
                 &format!("dfs.events.chunk.{chunk_id}"),
-                payload,
-                &id.to_string(),
+                new.payload,
+                &new.id,
             )
             .await?;
         Ok(())
@@ -443,11 +437,7 @@ impl Coordinator {
                 .execute(
                     &subject,
                     None,
-                    |s| {
-                        domain::decide_silent(s, &id)
-                            .map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-                            .ok_or_else(|| ServiceError::conflict("already lost"))
-                    },
+                    |s, _| domain::decide_silent(s, &id).ok_or(AlreadyDone),
                     |_, _, seq| seq,
                 )
                 .await;
@@ -455,8 +445,9 @@ impl Coordinator {
                 Ok(_) => {
                     tracing::warn!(server = %id, "chunk server lost: silent for the dead-after window")
                 }
-                Err(e) if e.code == schemas::ErrorCode::Conflict => {}
+                Err(CommandError::Refused(AlreadyDone) | CommandError::Conflict(_)) => {}
                 Err(e) => {
+                    let e = e.to_service();
                     tracing::warn!(server = %id, error = %e.message, "could not record the loss; retrying");
                     continue;
                 }

@@ -45,17 +45,10 @@ pub const STREAM: &str = "DFS";
 /// # Errors
 /// A dependency is unreachable or a data directory is unusable.
 pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
-    let settings = Settings::from_env();
+    let settings = Settings::from_env()?;
     runtime::db::migrate(&ctx.pool, "dfs", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("dfs", STREAM).await?;
-    let catalog = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::Catalog,
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("dfs", catalog.clone());
+    let catalog = ctx.projection("dfs", &store, projection::Catalog).await?;
     live::start(ctx, catalog.clone()).await?;
     let coordinator = coordinator::Coordinator::start(ctx, store, catalog, settings).await?;
     let mut ids = Vec::new();

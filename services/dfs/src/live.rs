@@ -22,6 +22,7 @@ use schemas::live::{
 };
 use sqlx::PgPool;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One chunk of a file with one of its replicas: chunk id, index, size, server, server alive.
@@ -133,6 +134,36 @@ pub async fn file_replicas(
     }))
 }
 
+/// What the `dfs-live` queries read.
+struct Reads {
+    pool: PgPool,
+    catalog: ProjectionHandle,
+    wait: std::time::Duration,
+}
+
+/// `dfs.query.servers`.
+async fn servers_query(
+    r: Arc<Reads>,
+    q: DfsServersQuery,
+    _: runtime::service::Request,
+) -> Result<DfsServers, ServiceError> {
+    r.catalog.wait_for(q.min_seq, r.wait).await?;
+    Ok(servers(&r.pool, r.catalog.checkpoint()).await?)
+}
+
+/// `dfs.query.file-replicas`.
+async fn file_replicas_query(
+    r: Arc<Reads>,
+    q: FileReplicasQuery,
+    _: runtime::service::Request,
+) -> Result<FileReplicas, ServiceError> {
+    schemas::check_id("file_id", &q.file_id).map_err(ServiceError::invalid)?;
+    r.catalog.wait_for(q.min_seq, r.wait).await?;
+    file_replicas(&r.pool, &q.file_id, r.catalog.checkpoint())
+        .await?
+        .ok_or_else(|| ServiceError::not_found(format!("no file {:?}", q.file_id)))
+}
+
 /// Starts the `dfs-live` queries and the live publisher.
 ///
 /// # Errors
@@ -144,30 +175,15 @@ pub async fn start(ctx: &runtime::Ctx, catalog: ProjectionHandle) -> anyhow::Res
         "dfs servers and replicas for dashboards",
     )
     .await?;
-    let wait = ctx.config.min_seq_wait;
-    let (pool, cat) = (ctx.pool.clone(), catalog.clone());
-    ep.add("dfs.query.servers", move |req| {
-        let (pool, cat) = (pool.clone(), cat.clone());
-        async move {
-            let q: DfsServersQuery = req.decode()?;
-            cat.wait_for(q.min_seq, wait).await?;
-            Ok(servers(&pool, cat.checkpoint()).await?)
-        }
-    })
-    .await?;
-    let (pool, cat) = (ctx.pool.clone(), catalog.clone());
-    ep.add("dfs.query.file-replicas", move |req| {
-        let (pool, cat) = (pool.clone(), cat.clone());
-        async move {
-            let q: FileReplicasQuery = req.decode()?;
-            schemas::check_id("file_id", &q.file_id).map_err(ServiceError::invalid)?;
-            cat.wait_for(q.min_seq, wait).await?;
-            file_replicas(&pool, &q.file_id, cat.checkpoint())
-                .await?
-                .ok_or_else(|| ServiceError::not_found(format!("no file {:?}", q.file_id)))
-        }
-    })
-    .await?;
+    let routes = ep.with_state(Arc::new(Reads {
+        pool: ctx.pool.clone(),
+        catalog: catalog.clone(),
+        wait: ctx.config.min_seq_wait,
+    }));
+    routes.on("dfs.query.servers", servers_query).await?;
+    routes
+        .on("dfs.query.file-replicas", file_replicas_query)
+        .await?;
     let publisher = Publisher {
         js: async_nats::jetstream::new(ctx.client.clone()),
         client: ctx.client.clone(),

@@ -30,26 +30,28 @@ impl Default for Settings {
     }
 }
 
-fn num(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
 impl Settings {
-    /// Reads the environment; unset or unparsable values keep their defaults.
-    #[must_use]
-    pub fn from_env() -> Self {
+    /// Reads the environment; unset values keep their defaults.
+    ///
+    /// # Errors
+    /// A setting that does not parse, named (it used to fall back to its default silently).
+    pub fn from_env() -> anyhow::Result<Self> {
+        use runtime::config::setting;
+        let ms = |name: &str, d: Duration| -> anyhow::Result<Duration> {
+            let d = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            Ok(Duration::from_millis(setting(name, d)?))
+        };
         let d = Self::default();
-        Self {
-            heartbeat: num("SWITCHYARD_DFS_HEARTBEAT_MS")
-                .map_or(d.heartbeat, Duration::from_millis),
-            dead_after: num("SWITCHYARD_DFS_DEAD_AFTER_MS")
-                .map_or(d.dead_after, Duration::from_millis),
-            repair_every: num("SWITCHYARD_DFS_REPAIR_MS")
-                .map_or(d.repair_every, Duration::from_millis),
-            orphan_grace: num("SWITCHYARD_DFS_ORPHAN_GRACE_SECS")
-                .map_or(d.orphan_grace, Duration::from_secs),
-            repair_parallel: num("SWITCHYARD_DFS_REPAIR_PARALLEL")
-                .map_or(d.repair_parallel, |n| n.clamp(1, 64) as usize),
-        }
+        Ok(Self {
+            heartbeat: ms("SWITCHYARD_DFS_HEARTBEAT_MS", d.heartbeat)?,
+            dead_after: ms("SWITCHYARD_DFS_DEAD_AFTER_MS", d.dead_after)?,
+            repair_every: ms("SWITCHYARD_DFS_REPAIR_MS", d.repair_every)?,
+            orphan_grace: Duration::from_secs(setting(
+                "SWITCHYARD_DFS_ORPHAN_GRACE_SECS",
+                d.orphan_grace.as_secs(),
+            )?),
+            repair_parallel: setting::<u64>("SWITCHYARD_DFS_REPAIR_PARALLEL", 4)?.clamp(1, 64)
+                as usize,
+        })
     }
 }

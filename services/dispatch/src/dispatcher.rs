@@ -16,9 +16,8 @@
 
 use crate::{cart_subject, job_subject, request_subject, Dispatch, STREAM_SUBJECTS};
 use async_nats::jetstream::{self, consumer::pull, AckKind};
-use chrono::Utc;
 use futures::StreamExt;
-use runtime::store::{decode_event, encode_event, AppendError};
+use runtime::store::{decode_event, stamp, AppendError};
 use schemas::dispatch::{self as w, DispatchEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -291,8 +290,8 @@ impl Dispatcher {
                 )
             }
         };
-        let payload = match encode_event(uuid::Uuid::now_v7(), Utc::now(), &event) {
-            Ok(p) => p,
+        let payload = match stamp(&event) {
+            Ok(new) => new.payload,
             Err(e) => {
                 tracing::error!(error = %e.message, "encoding a dispatcher event");
                 return;

@@ -8,7 +8,7 @@
 
 use crate::view::View;
 use crate::{cart_subject, ssd_subject, FACILITY_SUBJECT};
-use runtime::store::{encode_event, AppendError, EventStore};
+use runtime::store::{stamp, AppendError, EventStore};
 use schemas::dispatch::{self as w, DispatchEvent};
 use serde::Deserialize;
 use std::time::Duration;
@@ -71,9 +71,8 @@ async fn append_new(
     msg_id: &str,
     event: &DispatchEvent,
 ) -> anyhow::Result<bool> {
-    let payload = encode_event(uuid::Uuid::now_v7(), chrono::Utc::now(), event)
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    match store.append(subject, payload, 0, msg_id).await {
+    let new = stamp(event).map_err(|e| anyhow::anyhow!(e.message))?;
+    match store.append(subject, new.payload, 0, msg_id).await {
         Ok(ack) => Ok(!ack.duplicate),
         Err(AppendError::WrongLastSequence) => Ok(false),
         Err(e) => Err(anyhow::anyhow!("loading the default facility: {e}")),

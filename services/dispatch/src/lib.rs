@@ -2,7 +2,9 @@
 //!
 //! - [`domain`]: pure graph routing, cart / SSD / request states, `decide` functions, the [`domain::Model`]
 //!   with planning, reservations and re-plans.
-//! - [`view`]: this process's in-memory model, fed by an ordered consumer.
+//! - [`view`]: this process's in-memory model, fed by an ordered consumer; commands on carts and
+//!   SSDs decide on it ([`view::ViewState`], a state source of the runtime's command pipeline).
+//! - [`handlers`]: the commands (wire to domain and back).
 //! - [`dispatcher`]: the process manager (durable consumer `dispatcher`) that reserves carts with an
 //!   expected-sequence append on the cart and publishes jobs.
 //! - [`projection`] and [`queries`]: the PostgreSQL read model (schema `dispatch`) and the queries.
@@ -13,19 +15,18 @@
 
 pub mod dispatcher;
 pub mod domain;
-pub mod exec;
 pub mod facility;
+pub mod handlers;
 pub mod projection;
 pub mod queries;
 mod queue;
 pub mod view;
 
-use chrono::Utc;
-use domain::{Cart, DomainError, Ssd};
+use domain::{Cart, Ssd};
 use runtime::projector::ProjectionHandle;
-use runtime::service::{Endpoints, Request};
+use runtime::service::Endpoints;
 use runtime::store::{Aggregate, EventStore, Repository};
-use runtime::{Ctx, ServiceError};
+use runtime::Ctx;
 use schemas::dispatch::{self as w, DispatchEvent};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,16 +72,6 @@ pub fn job_subject(cart_id: &str) -> String {
     format!("dispatch.cart.{}.job", schemas::encode_token(cart_id))
 }
 
-impl From<DomainError> for ServiceError {
-    fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::Invalid(m) => ServiceError::invalid(m),
-            DomainError::NotFound(m) => ServiceError::not_found(m),
-            DomainError::Conflict(m) => ServiceError::conflict(m),
-        }
-    }
-}
-
 impl Aggregate for Cart {
     type Event = DispatchEvent;
     fn apply(&mut self, event: &DispatchEvent) {
@@ -123,7 +114,9 @@ pub struct Dispatch {
     pub view: View,
     pub client: async_nats::Client,
     pub pool: sqlx::PgPool,
-    pub idem: runtime::store::Idempotency,
+    /// Carts and SSDs: commands decide on the view's state (see [`view::ViewState`]).
+    pub carts: Repository<Cart>,
+    pub ssds: Repository<Ssd>,
     pub requests: Repository<RequestAgg>,
     pub facility: Repository<FacilityAgg>,
     pub read_model: ProjectionHandle,
@@ -132,342 +125,6 @@ pub struct Dispatch {
     /// `request-datasets` reply waits for the dispatcher to reserve free carts, so that it can say
     /// `QUEUE` rather than `FREE`.
     pub reply_wait: Duration,
-}
-
-fn read_cart(m: &domain::Model, cart_id: &str) -> (Cart, u64) {
-    (
-        m.carts.get(cart_id).cloned().unwrap_or_default(),
-        m.cart_seq.get(cart_id).copied().unwrap_or(0),
-    )
-}
-
-fn new_event_id() -> uuid::Uuid {
-    uuid::Uuid::now_v7()
-}
-
-impl Dispatch {
-    /// Publishes the cart on its live subject once the view has folded `seq`.
-    pub async fn publish_cart(&self, cart_id: &str, seq: u64) {
-        self.view.wait_for(seq, Duration::from_secs(2)).await;
-        if let Some(info) = self.view.read(|m| m.cart_info(cart_id)) {
-            self.publish_info(&info).await;
-        }
-    }
-
-    /// Publishes `info` on its cart's live subject. Callers publish before they reply, so one
-    /// cart's changes reach the subject in the order they were made.
-    pub async fn publish_info(&self, info: &w::CartInfo) {
-        match serde_json::to_vec(info) {
-            Ok(body) => {
-                if let Err(e) = self
-                    .client
-                    .publish(status_subject(&info.cart_id), body.into())
-                    .await
-                {
-                    tracing::warn!(error = %e, cart_id = %info.cart_id, "could not publish the cart's status");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "encoding a cart"),
-        }
-    }
-
-    /// The cart with its SSDs from the view, with the cart state just returned by a command.
-    fn cart_reply(&self, cart: &Cart, seq: u64) -> w::CartInfo {
-        self.view.read(|m| {
-            let ssds: Vec<&Ssd> = m
-                .cart_ssds
-                .get(&cart.cart_id)
-                .into_iter()
-                .flatten()
-                .filter_map(|s| m.ssds.get(s))
-                .collect();
-            domain::cart_info(cart, &ssds, seq)
-        })
-    }
-
-    async fn set_facility(self: &Arc<Self>, req: &Request) -> Result<w::Facility, ServiceError> {
-        let cmd: w::SetFacility = req.decode()?;
-        let graph = domain::Graph::new(cmd.nodes, cmd.edges)?;
-        let (nodes, edges) = (graph.nodes.clone(), graph.edges.clone());
-        let now = Utc::now();
-        let event = DispatchEvent::FacilitySet(w::FacilitySet {
-            nodes: nodes.clone(),
-            edges: edges.clone(),
-        });
-        let seq = self
-            .facility
-            .execute(
-                FACILITY_SUBJECT,
-                req.msg_id(),
-                |_| Ok((new_event_id(), now, event.clone())),
-                |_, _, seq| seq,
-            )
-            .await?;
-        Ok(w::Facility { nodes, edges, seq })
-    }
-
-    async fn register_cart(self: &Arc<Self>, req: &Request) -> Result<w::CartInfo, ServiceError> {
-        let cmd: w::RegisterCart = req.decode()?;
-        schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
-        let facility = self
-            .view
-            .read_fresh(
-                |f: &Option<Arc<domain::Graph>>| f.as_ref().is_some_and(|f| f.contains(&cmd.home)),
-                |m| m.facility.clone(),
-            )
-            .await?;
-        let now = Utc::now();
-        let _ = now;
-        let (cart, seq): (Cart, u64) = self
-            .execute_on_view(
-                &cart_subject(&cmd.cart_id),
-                req.msg_id(),
-                |m| read_cart(m, &cmd.cart_id),
-                |cart| {
-                    Ok(DispatchEvent::CartRegistered(domain::register_cart(
-                        cart,
-                        &cmd,
-                        facility.as_deref(),
-                    )?))
-                },
-                |cart, _, seq| (cart.clone(), seq),
-            )
-            .await?;
-        let info = self.cart_reply(&cart, seq);
-        self.publish_info(&info).await;
-        Ok(info)
-    }
-
-    async fn cart_report(self: &Arc<Self>, req: &Request) -> Result<w::CartInfo, ServiceError> {
-        let cmd: w::CartReport = req.decode()?;
-        schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
-        let facility = self
-            .view
-            .read_fresh(
-                |f: &Option<Arc<domain::Graph>>| {
-                    cmd.location
-                        .as_ref()
-                        .is_none_or(|l| f.as_ref().is_some_and(|f| f.contains(l)))
-                },
-                |m| m.facility.clone(),
-            )
-            .await?;
-        let now = Utc::now();
-        let (cart, seq): (Cart, u64) = self
-            .execute_on_view(
-                &cart_subject(&cmd.cart_id),
-                req.msg_id(),
-                |m| read_cart(m, &cmd.cart_id),
-                |cart| {
-                    Ok(DispatchEvent::CartReported(domain::report(
-                        cart,
-                        &cmd,
-                        facility.as_deref(),
-                        now,
-                    )?))
-                },
-                |cart, _, seq| (cart.clone(), seq),
-            )
-            .await?;
-        let info = self.cart_reply(&cart, seq);
-        self.publish_info(&info).await;
-        Ok(info)
-    }
-
-    fn ssd_reply(ssd: &Ssd, seq: u64) -> w::SsdReply {
-        let info = ssd.info();
-        w::SsdReply {
-            ssd_id: info.ssd_id,
-            cart_id: ssd.cart_id.clone(),
-            health: info.health,
-            capacity_bytes: info.capacity_bytes,
-            used_bytes: info.used_bytes,
-            datasets: info.datasets,
-            seq,
-        }
-    }
-
-    async fn ssd_command(
-        self: &Arc<Self>,
-        req: &Request,
-        ssd_id: &str,
-        decide: impl Fn(&Ssd) -> Result<DispatchEvent, DomainError>,
-    ) -> Result<w::SsdReply, ServiceError> {
-        schemas::check_id("ssd_id", ssd_id).map_err(ServiceError::invalid)?;
-        let (ssd, seq): (Ssd, u64) = self
-            .execute_on_view(
-                &ssd_subject(ssd_id),
-                req.msg_id(),
-                |m| {
-                    (
-                        m.ssds.get(ssd_id).cloned().unwrap_or_default(),
-                        m.ssd_seq.get(ssd_id).copied().unwrap_or(0),
-                    )
-                },
-                |s| Ok(decide(s)?),
-                |s, _, seq| (s.clone(), seq),
-            )
-            .await?;
-        self.publish_cart(&ssd.cart_id, seq).await;
-        Ok(Self::ssd_reply(&ssd, seq))
-    }
-
-    async fn register_ssd(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::RegisterSsd = req.decode()?;
-        schemas::check_id("cart_id", &cmd.cart_id).map_err(ServiceError::invalid)?;
-        let cart_exists = self
-            .view
-            .read_fresh(
-                |b: &bool| *b,
-                |m| m.carts.get(&cmd.cart_id).is_some_and(|c| c.registered),
-            )
-            .await?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
-            Ok(DispatchEvent::SsdRegistered(domain::register_ssd(
-                s,
-                &cmd,
-                cart_exists,
-            )?))
-        })
-        .await
-    }
-
-    async fn set_ssd_health(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::SetSsdHealth = req.decode()?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
-            Ok(DispatchEvent::SsdHealthChanged(domain::set_ssd_health(
-                s, &cmd,
-            )?))
-        })
-        .await
-    }
-
-    async fn put_dataset(self: &Arc<Self>, req: &Request) -> Result<w::SsdReply, ServiceError> {
-        let cmd: w::PutDataset = req.decode()?;
-        self.ssd_command(req, &cmd.ssd_id, |s| {
-            Ok(DispatchEvent::DatasetPut(domain::put_dataset(s, &cmd)?))
-        })
-        .await
-    }
-
-    async fn request_datasets(
-        self: &Arc<Self>,
-        req: &Request,
-    ) -> Result<w::RequestDatasetsReply, ServiceError> {
-        let cmd: w::RequestDatasets = req.decode()?;
-        let request_id = new_event_id().to_string();
-        // Plan on the view; an unknown server or dataset may just be newer than the view.
-        let planned = self
-            .view
-            .read_fresh(
-                |r: &Result<w::DatasetsRequested, DomainError>| r.is_ok(),
-                |m| m.request(&cmd, &request_id),
-            )
-            .await??;
-        let now = Utc::now();
-        let event = DispatchEvent::DatasetsRequested(planned.clone());
-        let subject = request_subject(&request_id);
-        let (stored, seq): (w::DatasetsRequested, u64) = match req.msg_id() {
-            // Idempotent: the repository remembers the reply for the duplicate window.
-            Some(msg_id) => {
-                self.requests
-                    .execute(
-                        &subject,
-                        Some(msg_id),
-                        |r| {
-                            if r.exists {
-                                return Err(ServiceError::conflict(format!(
-                                    "request {request_id} exists already"
-                                )));
-                            }
-                            Ok((new_event_id(), now, event.clone()))
-                        },
-                        |_, _, seq| (planned.clone(), seq),
-                    )
-                    .await?
-            }
-            // A fresh request id: one append to a new aggregate, nothing to load.
-            None => {
-                let id = new_event_id();
-                let payload = runtime::store::encode_event(id, now, &event)?;
-                let ack = self.store.append(&subject, payload, 0, &id.to_string()).await.map_err(|e| match e {
-                    runtime::store::AppendError::WrongLastSequence => ServiceError::conflict(format!("request {request_id} exists already")),
-                    runtime::store::AppendError::Unacknowledged(e) => {
-                        ServiceError::unavailable(format!("the event store did not acknowledge the request ({e}); retry (with a Nats-Msg-Id to be safe)"))
-                    }
-                })?;
-                (planned.clone(), ack.sequence)
-            }
-        };
-        // Give the dispatcher a moment to reserve the free carts, so the reply says QUEUE.
-        let rid = stored.request_id.clone();
-        let settled = |m: &domain::Model| {
-            let Some(r) = m.requests.get(&rid) else {
-                return false;
-            };
-            r.assignments.iter().all(|a| {
-                a.share != domain::Share::Waiting
-                    || m.carts
-                        .get(&a.cart_id)
-                        .is_none_or(|c| c.status != w::CartStatus::Free)
-                    || m.queues
-                        .get(&a.cart_id)
-                        .and_then(|q| q.front())
-                        .is_some_and(|f| f != &rid)
-            })
-        };
-        // Woken by the view when a cart is reserved for this request (not on every change).
-        let deadline = tokio::time::Instant::now() + self.reply_wait;
-        let notify = self.view.waiter(&rid);
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.view.read(settled) || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            let _ = tokio::time::timeout_at(deadline, notified).await;
-        }
-        self.view.forget_waiter(&rid);
-        let carts = self.view.read(|m| {
-            let info = m.request_info(&rid);
-            stored
-                .plan
-                .iter()
-                .map(|p| {
-                    let status = info
-                        .as_ref()
-                        .and_then(|i| i.carts.iter().find(|c| c.cart_id == p.cart_id))
-                        .map(|c| c.status)
-                        .or_else(|| m.carts.get(&p.cart_id).map(|c| c.status))
-                        .unwrap_or(w::CartStatus::Free);
-                    w::RequestCart {
-                        cart_id: p.cart_id.clone(),
-                        datasets: p.datasets.clone(),
-                        status,
-                        delivered: false,
-                    }
-                })
-                .collect()
-        });
-        Ok(w::RequestDatasetsReply {
-            request_id: stored.request_id,
-            server_id: stored.server_id,
-            carts,
-            seq,
-        })
-    }
-}
-
-macro_rules! endpoint {
-    ($ep:expr, $d:expr, $subject:expr, $method:ident) => {{
-        let d = $d.clone();
-        $ep.add($subject, move |req| {
-            let d = d.clone();
-            async move { d.$method(&req).await }
-        })
-        .await?;
-    }};
 }
 
 /// Starts the dispatch service in this process: stream, migrations, view, default facility,
@@ -480,30 +137,25 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "dispatch", sqlx::migrate!("./migrations")).await?;
     let view = View::start(store.clone()).await?;
     facility::load_default(&store, &view).await?;
-    let read_model = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::ReadModel,
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("dispatch", read_model.clone());
+    let read_model = ctx
+        .projection("dispatch", &store, projection::ReadModel)
+        .await?;
     let d = Arc::new(Dispatch {
+        // Not cached (the view is the state); msg ids scoped as ever ("dispatch-view").
+        carts: Repository::new(store.clone(), ctx.idem.clone(), "dispatch-view", 0),
+        ssds: Repository::new(store.clone(), ctx.idem.clone(), "dispatch-view", 0),
         requests: ctx.repository::<RequestAgg>(&store, "dispatch"),
         facility: ctx.repository::<FacilityAgg>(&store, "dispatch"),
         store,
         view,
         client: ctx.client.clone(),
         pool: ctx.pool.clone(),
-        idem: ctx.idem.clone(),
         read_model,
         wait: ctx.config.min_seq_wait,
-        reply_wait: Duration::from_millis(
-            std::env::var("SWITCHYARD_DISPATCH_REPLY_WAIT_MS")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(1500),
-        ),
+        reply_wait: Duration::from_millis(runtime::config::setting(
+            "SWITCHYARD_DISPATCH_REPLY_WAIT_MS",
+            1500,
+        )?),
     });
     dispatcher::spawn(d.clone()).await?;
     let ep = Endpoints::start(
@@ -512,20 +164,49 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         "SSD carts that carry datasets to compute servers",
     )
     .await?;
-    endpoint!(ep, d, "dispatch.cmd.set-facility", set_facility);
-    endpoint!(ep, d, "dispatch.cmd.register-cart", register_cart);
-    endpoint!(ep, d, "dispatch.cmd.register-ssd", register_ssd);
-    endpoint!(ep, d, "dispatch.cmd.set-ssd-health", set_ssd_health);
-    endpoint!(ep, d, "dispatch.cmd.put-dataset", put_dataset);
-    endpoint!(ep, d, "dispatch.cmd.request-datasets", request_datasets);
-    endpoint!(ep, d, "dispatch.cmd.cart-report", cart_report);
-    endpoint!(ep, d, "dispatch.query.cart", query_cart);
-    endpoint!(ep, d, "dispatch.query.carts", query_carts);
-    endpoint!(ep, d, "dispatch.query.request", query_request);
-    endpoint!(ep, d, "dispatch.query.dataset", query_dataset);
-    endpoint!(ep, d, "dispatch.query.route", query_route);
-    endpoint!(ep, d, "dispatch.query.facility", query_facility);
-    endpoint!(ep, d, "dispatch.query.queue", query_queue);
+    let routes = ep.with_state(d);
+    routes
+        .on("dispatch.cmd.set-facility", Dispatch::set_facility)
+        .await?;
+    routes
+        .on("dispatch.cmd.register-cart", Dispatch::register_cart)
+        .await?;
+    routes
+        .on("dispatch.cmd.register-ssd", Dispatch::register_ssd)
+        .await?;
+    routes
+        .on("dispatch.cmd.set-ssd-health", Dispatch::set_ssd_health)
+        .await?;
+    routes
+        .on("dispatch.cmd.put-dataset", Dispatch::put_dataset)
+        .await?;
+    routes
+        .on("dispatch.cmd.request-datasets", Dispatch::request_datasets)
+        .await?;
+    routes
+        .on("dispatch.cmd.cart-report", Dispatch::cart_report)
+        .await?;
+    routes
+        .on("dispatch.query.cart", Dispatch::query_cart)
+        .await?;
+    routes
+        .on("dispatch.query.carts", Dispatch::query_carts)
+        .await?;
+    routes
+        .on("dispatch.query.request", Dispatch::query_request)
+        .await?;
+    routes
+        .on("dispatch.query.dataset", Dispatch::query_dataset)
+        .await?;
+    routes
+        .on("dispatch.query.route", Dispatch::query_route)
+        .await?;
+    routes
+        .on("dispatch.query.facility", Dispatch::query_facility)
+        .await?;
+    routes
+        .on("dispatch.query.queue", Dispatch::query_queue)
+        .await?;
     ctx.health.started("dispatch");
     Ok(())
 }
@@ -538,18 +219,9 @@ pub fn routes(client: async_nats::Client) -> axum::Router {
         axum::extract::State(c): axum::extract::State<async_nats::Client>,
         body: bytes::Bytes,
     ) -> axum::response::Response {
-        let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &body
-        };
-        let parsed: Result<w::HttpRequestDatasets, _> = serde_json::from_slice(text);
-        let b = match parsed {
+        let b: w::HttpRequestDatasets = match runtime::http::parse(&body) {
             Ok(b) => b,
-            Err(e) => {
-                let body = serde_json::json!({"error": {"code": "invalid_request", "message": format!("the body does not match the schema: {e}")}});
-                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-            }
+            Err(r) => return *r,
         };
         let cmd = serde_json::json!({"server_id": b.server_id, "datasets": b.datasets});
         let r = runtime::client::request_json(&c, "dispatch.cmd.request-datasets", &cmd).await;

@@ -49,10 +49,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_cart(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::DispatchCartQuery,
+        _: Req,
     ) -> Result<w::CartInfo, ServiceError> {
-        let q: w::DispatchCartQuery = req.decode()?;
         schemas::check_id("cart_id", &q.cart_id).map_err(ServiceError::invalid)?;
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let rows: Vec<(serde_json::Value, i64)> =
@@ -66,10 +66,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_carts(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::CartsQuery,
+        _: Req,
     ) -> Result<w::CartsReply, ServiceError> {
-        let q: w::CartsQuery = req.decode()?;
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let rows: Vec<(serde_json::Value, i64)> = match q.status {
             Some(s) => {
@@ -92,10 +92,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_request(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::RequestQuery,
+        _: Req,
     ) -> Result<w::RequestInfo, ServiceError> {
-        let q: w::RequestQuery = req.decode()?;
         schemas::check_id("request_id", &q.request_id).map_err(ServiceError::invalid)?;
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let row: Option<(serde_json::Value, i64)> =
@@ -128,10 +128,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_dataset(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::DatasetQuery,
+        _: Req,
     ) -> Result<w::DatasetInfo, ServiceError> {
-        let q: w::DatasetQuery = req.decode()?;
         schemas::check_id("dataset", &q.dataset).map_err(ServiceError::invalid)?;
         self.read_model.wait_for(q.min_seq, self.wait).await?;
         let rows: Vec<(String, i64, serde_json::Value)> = sqlx::query_as(
@@ -163,10 +163,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_route(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::RouteQuery,
+        _: Req,
     ) -> Result<w::RouteReply, ServiceError> {
-        let q: w::RouteQuery = req.decode()?;
         schemas::check_id("from", &q.from).map_err(ServiceError::invalid)?;
         schemas::check_id("to", &q.to).map_err(ServiceError::invalid)?;
         self.view.wait_min_seq(q.min_seq, self.wait).await?;
@@ -197,10 +197,10 @@ impl Dispatch {
     }
 
     pub(crate) async fn query_facility(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::FacilityQuery,
+        _: Req,
     ) -> Result<w::Facility, ServiceError> {
-        let q: w::FacilityQuery = req.decode()?;
         self.view.wait_min_seq(q.min_seq, self.wait).await?;
         Ok(self.view.read(|m| match &m.facility {
             Some(f) => w::Facility {

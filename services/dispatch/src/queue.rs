@@ -39,10 +39,10 @@ fn cart_queue(m: &Model, cart_id: &str) -> w::CartQueue {
 
 impl Dispatch {
     pub(crate) async fn query_queue(
-        self: &Arc<Self>,
-        req: &Req,
+        self: Arc<Self>,
+        q: w::QueueQuery,
+        _: Req,
     ) -> Result<w::Queues, ServiceError> {
-        let q: w::QueueQuery = req.decode()?;
         if let Some(c) = &q.cart_id {
             schemas::check_id("cart_id", c).map_err(ServiceError::invalid)?;
         }

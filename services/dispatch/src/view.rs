@@ -234,3 +234,69 @@ impl View {
         Ok(self.read(&f))
     }
 }
+
+/// The state of one aggregate as the view knows it, for the command pipeline
+/// (`Repository::execute_on`). Carts are written by two kinds of writers (commands and the
+/// dispatcher's reservations, in any process), so a per-process cache of the aggregate could be
+/// stale: here every attempt reads the view, which folds every process's events; a refusal or a
+/// lost race catches the view up with the stream before deciding again.
+pub struct ViewState<'a, S, F> {
+    view: &'a View,
+    read: F,
+    state: S,
+    seq: u64,
+    fresh: bool,
+}
+
+impl<'a, S: Default, F: Fn(&Model) -> (S, u64)> ViewState<'a, S, F> {
+    /// The aggregate `read` picks out of the model (its state and last sequence).
+    pub fn new(view: &'a View, read: F) -> Self {
+        Self {
+            view,
+            read,
+            state: S::default(),
+            seq: 0,
+            fresh: false,
+        }
+    }
+}
+
+impl<S, F> runtime::store::StateSource<S> for ViewState<'_, S, F>
+where
+    S: runtime::store::Aggregate<Event = DispatchEvent>,
+    F: Fn(&Model) -> (S, u64) + Send + Sync,
+{
+    async fn load(&mut self) -> Result<(), ServiceError> {
+        (self.state, self.seq) = self.view.read(&self.read);
+        Ok(())
+    }
+    fn state(&self) -> &S {
+        &self.state
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
+    async fn catch_up(&mut self) -> Result<bool, ServiceError> {
+        // Maybe the view has not seen the latest event yet: look again.
+        self.view.catch_up(Duration::from_secs(5)).await?;
+        self.fresh = true;
+        Ok(true)
+    }
+    async fn appended(&mut self, event: &DispatchEvent, seq: u64) {
+        // Read-your-writes: the next command on this aggregate sees this event.
+        self.view.wait_for(seq, Duration::from_secs(2)).await;
+        self.state.apply(event);
+    }
+    fn forget(&mut self) {}
+    async fn settle(&mut self, seq: u64) -> Result<(), ServiceError> {
+        self.view.wait_for(seq, Duration::from_secs(5)).await;
+        self.load().await
+    }
+    async fn after(&mut self, _folded: S, seq: u64) -> S {
+        self.view.wait_for(seq, Duration::from_secs(5)).await;
+        self.view.read(&self.read).0
+    }
+}

@@ -1,39 +1,31 @@
 //! Wire <-> domain: the `engine` micro service's commands, queries and `engine.exec`.
 
 use crate::domain::{self, Caller, Event, Metadata, Place};
-use crate::instance::{Engine, OwnerError, NOT_OWNER_HEADER};
+use crate::instance::{Engine, OwnerError, NOT_OWNER_HEADER, SYNC_WAIT};
+use crate::{queries, Api};
 use runtime::projector::ProjectionHandle;
 use runtime::service::{Endpoints, Request};
-use runtime::sqltext::{esc, unesc, unesc_json, unesc_value};
 use runtime::ServiceError;
 use schemas::engine as wire;
 use schemas::ErrorCode;
-use serde_json::{Map, Value};
-use sqlx::types::Json;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a command or exec waits for the view to show something a client may just have created.
-const SYNC_WAIT: Duration = Duration::from_secs(3);
 /// How long `exec` keeps looking for a live owner of a module.
 const OWNER_WAIT: Duration = Duration::from_secs(5);
 
-fn domain_err(e: domain::Error) -> ServiceError {
-    match e {
-        domain::Error::Invalid(m) => ServiceError::invalid(m),
-        domain::Error::NotFound(m) => ServiceError::not_found(m),
-        domain::Error::Conflict(m) => ServiceError::conflict(m),
-        domain::Error::Unauthorized(m) => ServiceError::new(ErrorCode::Unauthorized, m),
-        domain::Error::Forbidden(m) => ServiceError::new(ErrorCode::Forbidden, m),
+impl From<domain::Error> for ServiceError {
+    fn from(e: domain::Error) -> Self {
+        match e {
+            domain::Error::Invalid(m) => ServiceError::invalid(m),
+            domain::Error::NotFound(m) => ServiceError::not_found(m),
+            domain::Error::Conflict(m) => ServiceError::conflict(m),
+            domain::Error::Unauthorized(m) => ServiceError::new(ErrorCode::Unauthorized, m),
+            domain::Error::Forbidden(m) => ServiceError::new(ErrorCode::Forbidden, m),
+        }
     }
-}
-
-type Decided = Result<(uuid::Uuid, chrono::DateTime<chrono::Utc>, Event), ServiceError>;
-
-fn stamp(r: Result<Event, domain::Error>) -> Decided {
-    r.map(|e| (uuid::Uuid::now_v7(), chrono::Utc::now(), e))
-        .map_err(domain_err)
 }
 
 /// Serves every subject of the `engine` micro service.
@@ -47,76 +39,33 @@ pub async fn serve(engine: &Arc<Engine>, read_model: ProjectionHandle) -> anyhow
         "building systems, modules, drivers, status and exec",
     )
     .await?;
-    macro_rules! route {
-        ($subject:expr, $f:expr) => {{
-            let e = engine.clone();
-            let rm = read_model.clone();
-            ep.add($subject, move |req: Request| {
-                let e = e.clone();
-                let rm = rm.clone();
-                async move {
-                    let _ = &rm;
-                    $f(e, rm, req).await
-                }
-            })
-            .await?;
-        }};
-    }
-    route!(
-        "engine.cmd.register-driver",
-        |e: Arc<Engine>, _rm, req: Request| async move { register_driver(&e, req).await }
-    );
-    route!(
-        "engine.cmd.add-module",
-        |e: Arc<Engine>, _rm, req: Request| async move { add_module(&e, req).await }
-    );
-    route!(
-        "engine.cmd.set-system",
-        |e: Arc<Engine>, _rm, req: Request| async move { set_system(&e, req).await }
-    );
-    route!(
-        "engine.cmd.update-status",
-        |e: Arc<Engine>, _rm, req: Request| async move {
-            let cmd: wire::UpdateStatus = req.decode()?;
-            update_status(&e, cmd, req.msg_id()).await
-        }
-    );
-    route!(
-        "engine.query.lookup",
-        |e: Arc<Engine>, rm, req: Request| async move { lookup(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.status",
-        |e: Arc<Engine>, rm, req: Request| async move { status(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.module",
-        |e: Arc<Engine>, rm, req: Request| async move { module(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.system",
-        |e: Arc<Engine>, rm, req: Request| async move { system(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.systems",
-        |e: Arc<Engine>, rm, req: Request| async move { crate::systems::systems(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.driver",
-        |e: Arc<Engine>, rm, req: Request| async move { driver(&e, &rm, req).await }
-    );
-    route!(
-        "engine.query.instances",
-        |e: Arc<Engine>, _rm, req: Request| async move { instances(&e, req) }
-    );
-    route!(
-        "engine.query.audit",
-        |e: Arc<Engine>, rm, req: Request| async move { audit_query(&e, &rm, req).await }
-    );
-    route!(
-        "engine.exec",
-        |e: Arc<Engine>, _rm, req: Request| async move { exec(&e, req).await }
-    );
+    let routes = ep.with_state(Arc::new(Api {
+        engine: engine.clone(),
+        read_model,
+    }));
+    routes
+        .on("engine.cmd.register-driver", register_driver)
+        .await?;
+    routes.on("engine.cmd.add-module", add_module).await?;
+    routes.on("engine.cmd.set-system", set_system).await?;
+    routes
+        .on("engine.cmd.update-status", update_status_cmd)
+        .await?;
+    routes.on("engine.query.lookup", queries::lookup).await?;
+    routes.on("engine.query.status", queries::status).await?;
+    routes.on("engine.query.module", queries::module).await?;
+    routes.on("engine.query.system", queries::system).await?;
+    routes
+        .on("engine.query.systems", crate::systems::systems)
+        .await?;
+    routes.on("engine.query.driver", queries::driver).await?;
+    routes
+        .on("engine.query.instances", queries::instances)
+        .await?;
+    routes
+        .on("engine.query.audit", queries::audit_query)
+        .await?;
+    routes.on("engine.exec", exec).await?;
     Ok(())
 }
 
@@ -127,9 +76,12 @@ pub async fn serve(engine: &Arc<Engine>, read_model: ProjectionHandle) -> anyhow
 ///
 /// # Errors
 /// As the contract says.
-pub async fn register_driver(e: &Engine, req: Request) -> Result<wire::Driver, ServiceError> {
-    let cmd: wire::RegisterDriver = req.decode()?;
-    register(e, cmd, req.msg_id()).await
+async fn register_driver(
+    api: Arc<Api>,
+    cmd: wire::RegisterDriver,
+    req: Request,
+) -> Result<wire::Driver, ServiceError> {
+    register(&api.engine, cmd, req.msg_id()).await
 }
 
 /// Registers a driver (also used at start for the built-in drivers).
@@ -141,38 +93,42 @@ pub async fn register(
     cmd: wire::RegisterDriver,
     msg_id: Option<&str>,
 ) -> Result<wire::Driver, ServiceError> {
-    domain::check_id("driver_id", &cmd.driver_id).map_err(domain_err)?;
+    domain::check_id("driver_id", &cmd.driver_id)?;
     let subject = domain::driver_subject(&cmd.driver_id);
-    e.drivers_repo
+    Ok(e.drivers_repo
         .execute(
             &subject,
             msg_id,
-            |s| stamp(domain::register_driver(s, &cmd)),
+            |s, _| domain::register_driver(s, &cmd),
             |_, _, seq| wire::Driver {
                 driver_id: cmd.driver_id.clone(),
                 metadata: cmd.metadata.clone(),
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
-async fn add_module(e: &Engine, req: Request) -> Result<wire::ModuleAdded, ServiceError> {
-    let cmd: wire::AddModule = req.decode()?;
-    domain::check_id("module_id", &cmd.module_id).map_err(domain_err)?;
-    domain::check_id("driver_id", &cmd.driver_id).map_err(domain_err)?;
-    domain::check_name(&cmd.name).map_err(domain_err)?;
+async fn add_module(
+    api: Arc<Api>,
+    cmd: wire::AddModule,
+    req: Request,
+) -> Result<wire::ModuleAdded, ServiceError> {
+    let e = &*api.engine;
+    domain::check_id("module_id", &cmd.module_id)?;
+    domain::check_id("driver_id", &cmd.driver_id)?;
+    domain::check_name(&cmd.name)?;
     let mut known = e.read_view(|v| v.drivers.contains_key(&cmd.driver_id));
     if !known {
         e.sync_view(SYNC_WAIT).await?;
         known = e.read_view(|v| v.drivers.contains_key(&cmd.driver_id));
     }
     let subject = domain::module_subject(&cmd.module_id);
-    e.modules_repo
+    Ok(e.modules_repo
         .execute(
             &subject,
             req.msg_id(),
-            |s| stamp(domain::add_module(s, &cmd, known)),
+            |s, _| domain::add_module(s, &cmd, known),
             |_, _, seq| wire::ModuleAdded {
                 module_id: cmd.module_id.clone(),
                 driver_id: cmd.driver_id.clone(),
@@ -180,12 +136,16 @@ async fn add_module(e: &Engine, req: Request) -> Result<wire::ModuleAdded, Servi
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
-async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceError> {
-    let cmd: wire::SetSystem = req.decode()?;
-    domain::check_set_system(&cmd).map_err(domain_err)?;
+async fn set_system(
+    api: Arc<Api>,
+    cmd: wire::SetSystem,
+    req: Request,
+) -> Result<wire::System, ServiceError> {
+    let e = &*api.engine;
+    domain::check_set_system(&cmd)?;
     let missing = |e: &Engine| {
         e.read_view(|v| {
             cmd.modules
@@ -207,11 +167,11 @@ async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceErr
             .collect()
     });
     let subject = domain::system_subject(&cmd.system_id);
-    e.systems_repo
+    Ok(e.systems_repo
         .execute(
             &subject,
             req.msg_id(),
-            |s| stamp(domain::set_system(s, &cmd, &unknown)),
+            |s, _| domain::set_system(s, &cmd, &unknown),
             |_, _, seq| wire::System {
                 system_id: cmd.system_id.clone(),
                 modules: cmd.modules.clone(),
@@ -219,7 +179,7 @@ async fn set_system(e: &Engine, req: Request) -> Result<wire::System, ServiceErr
                 seq,
             },
         )
-        .await
+        .await?)
 }
 
 fn places_map(modules: &[String], names: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -229,359 +189,13 @@ fn places_map(modules: &[String], names: &BTreeMap<String, String>) -> BTreeMap<
         .collect()
 }
 
-/// `engine.cmd.update-status` (also what running drivers call).
-///
-/// # Errors
-/// As the contract says.
-pub async fn update_status(
-    e: &Engine,
+/// `engine.cmd.update-status`.
+async fn update_status_cmd(
+    api: Arc<Api>,
     cmd: wire::UpdateStatus,
-    msg_id: Option<&str>,
+    req: Request,
 ) -> Result<wire::StatusUpdated, ServiceError> {
-    domain::check_id("module_id", &cmd.module_id).map_err(domain_err)?;
-    domain::check_status_name(&cmd.name).map_err(domain_err)?;
-    // Existence comes from the view (synced on a miss): a process's cached aggregate may be older
-    // than the module; the append's expected sequence still guards the aggregate itself.
-    let mut exists = e.read_view(|v| v.modules.contains_key(&cmd.module_id));
-    if !exists {
-        e.sync_view(SYNC_WAIT).await?;
-        exists = e.read_view(|v| v.modules.contains_key(&cmd.module_id));
-    }
-    let state = domain::ModuleState {
-        added: exists.then(|| (String::new(), String::new())),
-    };
-    let event = domain::update_status(&state, &cmd).map_err(domain_err)?;
-    // Status reports need no expected sequence (the decision depends only on the module existing,
-    // which never changes back), so they go on their own subject and skip the aggregate check:
-    // one publish, no reload when several instances report on one module.
-    let id = uuid::Uuid::now_v7();
-    let payload = runtime::store::encode_event(id, chrono::Utc::now(), &event)?;
-    let id_text = id.to_string();
-    let ack = e
-        .store
-        .append_unchecked(
-            &domain::status_events_subject(&cmd.module_id),
-            payload,
-            msg_id.unwrap_or(&id_text),
-        )
-        .await
-        .map_err(|err| {
-            ServiceError::unavailable(format!(
-                "{err}; it may have been stored: retry with the same Nats-Msg-Id"
-            ))
-        })?;
-    Ok(wire::StatusUpdated {
-        module_id: cmd.module_id,
-        name: cmd.name,
-        value: cmd.value,
-        seq: ack.sequence,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Queries
-
-fn wait(e: &Engine) -> Duration {
-    e.ctx.config.min_seq_wait
-}
-
-async fn lookup(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::LookupReply, ServiceError> {
-    let q: wire::Lookup = req.decode()?;
-    domain::check_id("system_id", &q.system_id).map_err(domain_err)?;
-    let place = Place::parse(&q.module, q.index).map_err(domain_err)?;
-    rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT module_id FROM engine.places WHERE system_id = $1 AND name = $2 AND idx = $3",
-    )
-    .bind(esc(&q.system_id).as_ref())
-    .bind(esc(&place.name).as_ref())
-    .bind(i32::try_from(place.index).unwrap_or(i32::MAX))
-    .fetch_optional(&e.ctx.pool)
-    .await?;
-    match row {
-        Some((module_id,)) => Ok(wire::LookupReply {
-            module_id: unesc(module_id),
-        }),
-        None => Err(not_in_system(e, &q.system_id, &place).await),
-    }
-}
-
-async fn not_in_system(e: &Engine, system_id: &str, place: &Place) -> ServiceError {
-    let exists: Result<Option<(i64,)>, _> =
-        sqlx::query_as("SELECT seq FROM engine.systems WHERE system_id = $1")
-            .bind(esc(system_id).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await;
-    match exists {
-        Ok(Some(_)) => {
-            ServiceError::not_found(format!("system {system_id:?} has no module at {place}"))
-        }
-        Ok(None) => ServiceError::not_found(format!("no system {system_id:?}")),
-        Err(err) => err.into(),
-    }
-}
-
-async fn status(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::StatusReply, ServiceError> {
-    let q: wire::StatusQuery = req.decode()?;
-    domain::check_id("module_id", &q.module_id).map_err(domain_err)?;
-    domain::check_status_name(&q.name).map_err(domain_err)?;
-    rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(Json<Value>,)> =
-        sqlx::query_as("SELECT value FROM engine.statuses WHERE module_id = $1 AND name = $2")
-            .bind(esc(&q.module_id).as_ref())
-            .bind(esc(&q.name).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await?;
-    if let Some((Json(value),)) = row {
-        return Ok(wire::StatusReply {
-            value: unesc_value(value),
-        });
-    }
-    let module: Option<(String,)> =
-        sqlx::query_as("SELECT module_id FROM engine.modules WHERE module_id = $1")
-            .bind(esc(&q.module_id).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await?;
-    Err(match module {
-        Some(_) => ServiceError::not_found(format!(
-            "module {:?} has not reported status {:?}",
-            q.module_id, q.name
-        )),
-        None => ServiceError::not_found(format!("no module {:?}", q.module_id)),
-    })
-}
-
-async fn module(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::Module, ServiceError> {
-    let q: wire::ModuleQuery = req.decode()?;
-    domain::check_id("module_id", &q.module_id).map_err(domain_err)?;
-    rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT driver_id, name FROM engine.modules WHERE module_id = $1")
-            .bind(esc(&q.module_id).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await?;
-    let Some((driver_id, name)) = row else {
-        return Err(ServiceError::not_found(format!(
-            "no module {:?}",
-            q.module_id
-        )));
-    };
-    let rows: Vec<(String, Json<Value>)> = sqlx::query_as(
-        "SELECT name, value FROM engine.statuses WHERE module_id = $1 ORDER BY name",
-    )
-    .bind(esc(&q.module_id).as_ref())
-    .fetch_all(&e.ctx.pool)
-    .await?;
-    let status: Map<String, Value> = rows
-        .into_iter()
-        .map(|(n, Json(v))| (unesc(n), unesc_value(v)))
-        .collect();
-    Ok(wire::Module {
-        module_id: q.module_id,
-        driver_id: unesc(driver_id),
-        name: unesc(name),
-        status,
-    })
-}
-
-async fn system(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::System, ServiceError> {
-    let q: wire::SystemQuery = req.decode()?;
-    domain::check_id("system_id", &q.system_id).map_err(domain_err)?;
-    rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(Json<Vec<String>>, i64)> =
-        sqlx::query_as("SELECT modules, seq FROM engine.systems WHERE system_id = $1")
-            .bind(esc(&q.system_id).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await?;
-    let Some((Json(modules), seq)) = row else {
-        return Err(ServiceError::not_found(format!(
-            "no system {:?}",
-            q.system_id
-        )));
-    };
-    let rows: Vec<(String, i32, String)> =
-        sqlx::query_as("SELECT name, idx, module_id FROM engine.places WHERE system_id = $1")
-            .bind(esc(&q.system_id).as_ref())
-            .fetch_all(&e.ctx.pool)
-            .await?;
-    let places = rows
-        .into_iter()
-        .map(|(n, i, m)| (format!("{}_{i}", unesc(n)), unesc(m)))
-        .collect();
-    Ok(wire::System {
-        system_id: q.system_id,
-        modules: runtime::sqltext::unesc_all(modules),
-        places,
-        seq: u64::try_from(seq).unwrap_or(0),
-    })
-}
-
-type AuditRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Json<Value>,
-    String,
-    Json<Value>,
-    String,
-    Option<String>,
-    i64,
-    chrono::DateTime<chrono::Utc>,
-);
-
-/// `engine.query.audit`: the exec audit trail of a module, or of a system (and place), newest first.
-async fn audit_query(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::AuditReply, ServiceError> {
-    let q: wire::AuditQuery = req.decode()?;
-    let limit = i64::from(q.limit.unwrap_or(100));
-    if !(1..=1000).contains(&limit) {
-        return Err(ServiceError::invalid("`limit` must be 1 to 1000"));
-    }
-    const COLUMNS: &str = "SELECT seq, system_id, module, module_id, who, roles, method, args, outcome, message, duration_ms, at FROM engine.audit";
-    let query = match (&q.module_id, &q.system_id) {
-        (Some(m), None) => {
-            domain::check_id("module_id", m).map_err(domain_err)?;
-            if q.module.is_some() {
-                return Err(ServiceError::invalid(
-                    "`module` (a place) needs `system_id`",
-                ));
-            }
-            rm.wait_for(q.min_seq, wait(e)).await?;
-            sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
-                "{COLUMNS} WHERE module_id = $1 ORDER BY seq DESC LIMIT $2"
-            )))
-            .bind(esc(m).into_owned())
-            .bind(limit)
-        }
-        (None, Some(s)) => {
-            domain::check_id("system_id", s).map_err(domain_err)?;
-            rm.wait_for(q.min_seq, wait(e)).await?;
-            match &q.module {
-                Some(place) => sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} WHERE system_id = $1 AND module = $3 ORDER BY seq DESC LIMIT $2"
-                )))
-                .bind(esc(s).into_owned())
-                .bind(limit)
-                .bind(esc(place).into_owned()),
-                None => sqlx::query_as::<_, AuditRow>(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} WHERE system_id = $1 ORDER BY seq DESC LIMIT $2"
-                )))
-                .bind(esc(s).into_owned())
-                .bind(limit),
-            }
-        }
-        _ => return Err(ServiceError::invalid(
-            "give `module_id`, or `system_id` (and optionally `module`, a place such as Display_1)",
-        )),
-    };
-    let rows = query.fetch_all(&e.ctx.pool).await?;
-    let entries = rows
-        .into_iter()
-        .map(
-            |(
-                seq,
-                system_id,
-                module,
-                module_id,
-                who,
-                Json(roles),
-                method,
-                Json(args),
-                outcome,
-                message,
-                duration_ms,
-                at,
-            )| {
-                wire::AuditRecord {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    entry: wire::AuditEntry {
-                        who: who.map(unesc),
-                        roles: unesc_json(roles).unwrap_or_default(),
-                        system_id: unesc(system_id),
-                        module: unesc(module),
-                        module_id: module_id.map(unesc),
-                        method: unesc(method),
-                        args: match unesc_value(args) {
-                            Value::Object(m) => m,
-                            _ => Map::new(),
-                        },
-                        outcome: unesc(outcome),
-                        message: message.map(unesc),
-                        duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-                        at,
-                    },
-                }
-            },
-        )
-        .collect();
-    Ok(wire::AuditReply { entries })
-}
-
-async fn driver(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
-) -> Result<wire::Driver, ServiceError> {
-    let q: wire::DriverQuery = req.decode()?;
-    domain::check_id("driver_id", &q.driver_id).map_err(domain_err)?;
-    rm.wait_for(q.min_seq, wait(e)).await?;
-    let row: Option<(Json<Value>, i64)> =
-        sqlx::query_as("SELECT metadata, seq FROM engine.drivers WHERE driver_id = $1")
-            .bind(esc(&q.driver_id).as_ref())
-            .fetch_optional(&e.ctx.pool)
-            .await?;
-    let Some((Json(metadata), seq)) = row else {
-        return Err(ServiceError::not_found(format!(
-            "no driver {:?}",
-            q.driver_id
-        )));
-    };
-    let metadata: wire::DriverMetadata = unesc_json(metadata).map_err(|err| {
-        ServiceError::internal(format!("a stored driver's metadata does not decode: {err}"))
-    })?;
-    Ok(wire::Driver {
-        driver_id: q.driver_id,
-        metadata,
-        seq: u64::try_from(seq).unwrap_or(0),
-    })
-}
-
-fn instances(e: &Engine, req: Request) -> Result<wire::Instances, ServiceError> {
-    let _: wire::InstancesQuery = req.decode()?;
-    let live = e.live_now();
-    let leader = domain::leader(&live).map(str::to_string);
-    Ok(wire::Instances {
-        instances: e
-            .ownership()
-            .into_iter()
-            .map(|(instance_id, modules)| wire::Instance {
-                leader: Some(&instance_id) == leader.as_ref(),
-                instance_id,
-                modules,
-            })
-            .collect(),
-    })
+    api.engine.update_status(cmd, req.msg_id()).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -624,8 +238,12 @@ fn resolve_in_view(e: &Engine, system_id: &str, place: &Place) -> Result<Target,
 ///
 /// # Errors
 /// As the contract says.
-pub async fn exec(e: &Arc<Engine>, req: Request) -> Result<wire::ExecReply, ServiceError> {
-    let cmd: wire::Exec = req.decode()?;
+pub async fn exec(
+    api: Arc<Api>,
+    cmd: wire::Exec,
+    req: Request,
+) -> Result<wire::ExecReply, ServiceError> {
+    let e = &api.engine;
     let started = std::time::Instant::now();
     let caller: Caller = crate::auth::caller(
         req.header("Authorization")
@@ -671,12 +289,10 @@ async fn audit(e: &Engine, entry: wire::AuditEntry) {
         return;
     }
     let subject = domain::audit_subject(&entry.system_id);
-    let id = uuid::Uuid::now_v7();
     let appended = async {
-        let payload =
-            runtime::store::encode_event(id, chrono::Utc::now(), &Event::ExecAudited(entry))?;
+        let new = runtime::store::stamp(&Event::ExecAudited(entry))?;
         e.store
-            .append_unchecked(&subject, payload, &id.to_string())
+            .append_unchecked(&subject, new.payload, &new.id)
             .await
             .map_err(|err| ServiceError::unavailable(err.to_string()))
     }
@@ -693,11 +309,11 @@ async fn exec_call(
     module_id: &mut Option<String>,
 ) -> Result<wire::ExecReply, ServiceError> {
     let cmd = cmd.clone();
-    domain::check_id("system_id", &cmd.system_id).map_err(domain_err)?;
+    domain::check_id("system_id", &cmd.system_id)?;
     if cmd.method.is_empty() {
         return Err(ServiceError::invalid("`method` must not be empty"));
     }
-    let place = Place::parse(&cmd.module, None).map_err(domain_err)?;
+    let place = Place::parse(&cmd.module, None)?;
     let target = match resolve_in_view(e, &cmd.system_id, &place) {
         Ok(t) => t,
         Err(_) => {
@@ -720,11 +336,8 @@ async fn exec_call(
                 .join(", ")
         )));
     }
-    domain::authorize(&target.meta, &cmd.method, caller).map_err(domain_err)?;
-    let args = target
-        .meta
-        .check_args(&cmd.method, &cmd.args)
-        .map_err(domain_err)?;
+    domain::authorize(&target.meta, &cmd.method, caller)?;
+    let args = target.meta.check_args(&cmd.method, &cmd.args)?;
     let call = wire::OwnerExec {
         module_id: target.module_id,
         driver_id: target.driver_id,

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use runtime::store::{EventStore, Repository};
 use runtime::{Ctx, ServiceError};
-use schemas::engine::{InstanceHeartbeat, OwnerExec};
+use schemas::engine::{self as wire, InstanceHeartbeat, OwnerExec};
 use schemas::ErrorCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -43,32 +43,27 @@ pub struct Settings {
     pub driver_timeout: Duration,
 }
 
-fn env_ms(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|v| *v > 0)
-}
-
 impl Settings {
     /// Reads the environment.
-    #[must_use]
-    pub fn from_env() -> Self {
-        let heartbeat = Duration::from_millis(
-            env_ms("SWITCHYARD_ENGINE_HEARTBEAT_MS")
-                .unwrap_or(1000)
-                .max(20),
-        );
-        let dead_after = env_ms("SWITCHYARD_ENGINE_DEAD_MS")
-            .map_or(heartbeat * 3, Duration::from_millis)
-            .max(heartbeat * 2);
+    ///
+    /// # Errors
+    /// A setting that does not parse or is 0, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use runtime::config::positive;
+        let heartbeat =
+            Duration::from_millis(positive("SWITCHYARD_ENGINE_HEARTBEAT_MS", 1000)?.max(20));
+        let dead_after = match runtime::config::setting::<u64>("SWITCHYARD_ENGINE_DEAD_MS", 0)? {
+            0 => heartbeat * 3,
+            ms => Duration::from_millis(ms),
+        }
+        .max(heartbeat * 2);
         let driver_timeout =
-            Duration::from_millis(env_ms("SWITCHYARD_ENGINE_DRIVER_TIMEOUT_MS").unwrap_or(5000));
-        Self {
+            Duration::from_millis(positive("SWITCHYARD_ENGINE_DRIVER_TIMEOUT_MS", 5000)?);
+        Ok(Self {
             heartbeat,
             dead_after,
             driver_timeout,
-        }
+        })
     }
 }
 
@@ -159,7 +154,7 @@ impl Engine {
     /// # Errors
     /// JetStream not reachable.
     pub async fn new(ctx: &Ctx, store: EventStore) -> anyhow::Result<Arc<Self>> {
-        let settings = Settings::from_env();
+        let settings = Settings::from_env()?;
         let kv = membership_bucket(&ctx.js, ctx.config.replicas).await?;
         let impls = crate::drivers::builtin()
             .into_iter()
@@ -773,10 +768,63 @@ impl StatusSink for Sink {
                 name: name.to_string(),
                 value,
             };
-            crate::handlers::update_status(&self.engine, cmd, None)
+            self.engine
+                .update_status(cmd, None)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.message)
+        })
+    }
+}
+
+/// How long a command or exec waits for the view to show something a client may just have created.
+pub(crate) const SYNC_WAIT: Duration = Duration::from_secs(3);
+
+impl Engine {
+    /// `engine.cmd.update-status` (also what running drivers call).
+    ///
+    /// # Errors
+    /// As the contract says.
+    pub async fn update_status(
+        &self,
+        cmd: wire::UpdateStatus,
+        msg_id: Option<&str>,
+    ) -> Result<wire::StatusUpdated, ServiceError> {
+        domain::check_id("module_id", &cmd.module_id)?;
+        domain::check_status_name(&cmd.name)?;
+        // Existence comes from the view (synced on a miss): a process's cached aggregate may be older
+        // than the module; the append's expected sequence still guards the aggregate itself.
+        let mut exists = self.read_view(|v| v.modules.contains_key(&cmd.module_id));
+        if !exists {
+            self.sync_view(SYNC_WAIT).await?;
+            exists = self.read_view(|v| v.modules.contains_key(&cmd.module_id));
+        }
+        let state = domain::ModuleState {
+            added: exists.then(|| (String::new(), String::new())),
+        };
+        let event = domain::update_status(&state, &cmd)?;
+        // Status reports need no expected sequence (the decision depends only on the module existing,
+        // which never changes back), so they go on their own subject and skip the aggregate check:
+        // one publish, no reload when several instances report on one module.
+        let new = runtime::store::stamp(&event)?;
+        let ack = self
+            .store
+            .append_unchecked(
+                &domain::status_events_subject(&cmd.module_id),
+                new.payload,
+                msg_id.unwrap_or(&new.id),
+            )
+            .await
+            .map_err(|err| {
+                ServiceError::unavailable(format!(
+                    "{err}; it may have been stored: retry with the same Nats-Msg-Id"
+                ))
+            })?;
+        Ok(wire::StatusUpdated {
+            module_id: cmd.module_id,
+            name: cmd.name,
+            value: cmd.value,
+            seq: ack.sequence,
         })
     }
 }
@@ -845,7 +893,7 @@ mod tests {
 
     #[test]
     fn settings_default_to_a_second_and_three() {
-        let s = Settings::from_env();
+        let s = Settings::from_env().unwrap();
         assert!(s.dead_after >= s.heartbeat * 2);
         let id = instance_id("host.name/1");
         assert!(id.starts_with("host_name_1-"));

@@ -6,6 +6,7 @@
 //!   each event causes.
 //! - [`instance`]: membership with heartbeats in NATS KV, ownership, running modules, publishing.
 //! - [`handlers`]: the `engine` micro service (commands, queries, `engine.exec`).
+//! - [`queries`]: the queries on the read model.
 //! - [`projection`]: the PostgreSQL read model the queries read.
 //! - [`drivers`]: the driver trait and the sample drivers `display` and `calculator`.
 //!
@@ -23,11 +24,20 @@ pub mod drivers;
 pub mod handlers;
 pub mod instance;
 pub mod projection;
+pub mod queries;
 pub mod systems;
 pub mod view;
 
+use runtime::projector::ProjectionHandle;
 use runtime::Ctx;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What the engine's handlers and queries share.
+pub struct Api {
+    pub engine: Arc<instance::Engine>,
+    pub read_model: ProjectionHandle,
+}
 
 /// Starts the engine service in this process: stream, migrations, read model, the live view,
 /// the built-in drivers, membership, the modules this instance owns, and the endpoints.
@@ -68,14 +78,9 @@ async fn start_inner(ctx: &Ctx) -> anyhow::Result<()> {
 
     // The read model starts after the built-in drivers are registered, so that readiness (the
     // projection caught up with the stream as it stood at its start) covers them.
-    let read_model = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        projection::ReadModel,
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("engine", read_model.clone());
+    let read_model = ctx
+        .projection("engine", &store, projection::ReadModel)
+        .await?;
     engine.serve_owner().await?;
     engine.join().await?;
     handlers::serve(&engine, read_model).await?;

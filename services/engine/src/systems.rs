@@ -1,9 +1,9 @@
 //! `engine.query.systems` (an addition for the dashboard, `schemas::live::SystemsQuery`): every
 //! system id with its module count, sorted by id, from the PostgreSQL read model.
 
-use crate::instance::Engine;
-use runtime::projector::ProjectionHandle;
+use crate::Api;
 use runtime::service::Request;
+use std::sync::Arc;
 use runtime::sqltext::unesc;
 use runtime::ServiceError;
 use schemas::live as wire;
@@ -16,12 +16,12 @@ const DEFAULT: u32 = 1000;
 ///
 /// # Errors
 /// `invalid_request` for a limit out of 1..=5000; the read model unreachable or behind `min_seq`.
-pub async fn systems(
-    e: &Engine,
-    rm: &ProjectionHandle,
-    req: Request,
+pub(crate) async fn systems(
+    api: Arc<Api>,
+    q: wire::SystemsQuery,
+    _: Request,
 ) -> Result<wire::Systems, ServiceError> {
-    let q: wire::SystemsQuery = req.decode()?;
+    let (e, rm) = (&*api.engine, &api.read_model);
     let limit = q.limit.unwrap_or(DEFAULT);
     if !(1..=MAX).contains(&limit) {
         return Err(ServiceError::invalid(format!(

@@ -58,6 +58,26 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The setting `name` from the environment: `default` when it is unset or empty, an error naming
+/// it when it does not parse (never a silent fallback). Every context reads its settings with it
+/// at start, so a bad value stops the start with a clear message.
+///
+/// # Errors
+/// The value does not parse as `T`.
+pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    parse(name, default)
+}
+
+/// As [`setting`], and the value must be at least 1.
+///
+/// # Errors
+/// The value does not parse, or is 0.
+pub fn positive(name: &str, default: u64) -> anyhow::Result<u64> {
+    let v = parse(name, default)?;
+    anyhow::ensure!(v > 0, "{name}=0: it must be at least 1");
+    Ok(v)
+}
+
 fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match var(name) {
         None => Ok(default),
@@ -132,5 +152,24 @@ impl Config {
             replicas: 1,
             group_commit: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_setting_that_does_not_parse_is_an_error_naming_it() {
+        std::env::set_var("SWITCHYARD_TEST_SETTING_BAD", "fast");
+        let err = super::setting::<u64>("SWITCHYARD_TEST_SETTING_BAD", 5).unwrap_err();
+        assert!(
+            err.to_string().contains("SWITCHYARD_TEST_SETTING_BAD"),
+            "{err}"
+        );
+        std::env::set_var("SWITCHYARD_TEST_SETTING_ZERO", "0");
+        assert!(super::positive("SWITCHYARD_TEST_SETTING_ZERO", 5).is_err());
+        assert_eq!(
+            super::setting::<u64>("SWITCHYARD_TEST_SETTING_UNSET", 5).unwrap(),
+            5
+        );
     }
 }

@@ -168,6 +168,24 @@ impl Ctx {
         .await
     }
 
+    /// Starts projection `p` of context `service` over `store` and reports it in the health of
+    /// `service` (readiness, lag, parked).
+    ///
+    /// # Errors
+    /// PostgreSQL or JetStream unreachable.
+    pub async fn projection<P: crate::projector::Projection>(
+        &self,
+        service: &str,
+        store: &EventStore,
+        p: P,
+    ) -> anyhow::Result<crate::projector::ProjectionHandle> {
+        let handle =
+            crate::projector::spawn(store.clone(), self.pool.clone(), p, self.config.batching())
+                .await?;
+        self.health.projection(service, handle.clone());
+        Ok(handle)
+    }
+
     /// A repository of aggregates of type `A` over `store`.
     #[must_use]
     pub fn repository<A: Aggregate>(&self, store: &EventStore, domain: &str) -> Repository<A> {

@@ -49,6 +49,32 @@ impl ServiceError {
     }
 }
 
+/// Why a domain refuses a command: the refusals every context's pure `decide` has, each with the
+/// contract code it answers with. (A context with more kinds of refusal has its own error and its
+/// own `From<..> for ServiceError`.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// Bad input: `invalid_request`.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing named does not exist: `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed in the current state: `conflict`.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid(m) => Self::invalid(m),
+            DomainError::NotFound(m) => Self::not_found(m),
+            DomainError::Conflict(m) => Self::conflict(m),
+        }
+    }
+}
+
 /// Whether `e` means PostgreSQL could not be reached or went away (the same query can succeed
 /// later), as opposed to a query PostgreSQL refused (a bug, or data it rejects).
 #[must_use]

@@ -17,13 +17,15 @@ pub mod ctx;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod nats;
 pub mod projector;
 pub mod service;
 pub mod sqltext;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 
 pub use config::Config;
 pub use ctx::Ctx;
-pub use error::ServiceError;
+pub use error::{DomainError, ServiceError};

@@ -1,5 +1,10 @@
 //! Command and query endpoints on the NATS micro service API.
 //!
+//! A context registers its handlers with [`Routes::on`]: `routes.on("shop.cmd.add-item",
+//! handlers::add_item)`, where `async fn add_item(shop: Arc<Shop>, body: w::AddItem, req: Request)
+//! -> Result<w::Cart, ServiceError>` gets the context's shared state, the body decoded as the wire
+//! type (in the request's codec) and the request (msg id, headers, codec).
+//!
 //! [`Endpoints::add`] subscribes one subject in the service's queue group (so several processes share
 //! the work) and runs every request as its own task, bounded by a semaphore. The handler gets a
 //! [`Request`] and returns a typed reply or a [`ServiceError`]; this module encodes either in the
@@ -26,12 +31,9 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// (retry later) rather than queued without bound.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-fn max_in_flight() -> usize {
-    std::env::var("SWITCHYARD_MAX_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(MAX_IN_FLIGHT)
+fn max_in_flight() -> anyhow::Result<usize> {
+    let n = crate::config::positive("SWITCHYARD_MAX_IN_FLIGHT", MAX_IN_FLIGHT as u64)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// One request as a handler sees it.
@@ -99,6 +101,8 @@ pub struct Endpoints {
     name: String,
     /// Requests in flight across the service's endpoints.
     limit: Arc<Semaphore>,
+    /// Its size (`SWITCHYARD_MAX_IN_FLIGHT`).
+    max_in_flight: usize,
 }
 
 impl Endpoints {
@@ -111,6 +115,7 @@ impl Endpoints {
         name: &str,
         description: &str,
     ) -> anyhow::Result<Self> {
+        let max_in_flight = max_in_flight()?.min(Semaphore::MAX_PERMITS);
         let service = client
             .service_builder()
             .description(description)
@@ -121,7 +126,8 @@ impl Endpoints {
         Ok(Self {
             service: Arc::new(service),
             name: name.into(),
-            limit: Arc::new(Semaphore::new(max_in_flight())),
+            limit: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
         })
     }
 
@@ -129,6 +135,15 @@ impl Endpoints {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Typed handlers sharing `state` (see [`Routes::on`]).
+    #[must_use]
+    pub fn with_state<S: Send + Sync + 'static>(&self, state: Arc<S>) -> Routes<S> {
+        Routes {
+            endpoints: self.clone(),
+            state,
+        }
     }
 
     /// Serves `subject` with `handler` until the process ends.
@@ -170,6 +185,7 @@ impl Endpoints {
         let handler = Arc::new(handler);
         let limit = self.limit.clone();
         let service = self.name.clone();
+        let max_in_flight = self.max_in_flight;
         // The loop owns a handle on the micro service: dropping the last one stops every endpoint.
         let keep_alive = self.service.clone();
         tokio::spawn(async move {
@@ -183,7 +199,7 @@ impl Endpoints {
                         let codec = Codec::from_headers(request.message.headers.as_ref());
                         let err = ServiceError::unavailable(format!(
                             "{service} is busy ({} requests in flight); retry later",
-                            max_in_flight()
+                            max_in_flight
                         ));
                         let (headers, body) = error_reply(codec, &err);
                         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
@@ -253,5 +269,71 @@ impl Endpoints {
             }
         });
         Ok(())
+    }
+}
+
+/// The endpoints of one micro service whose handlers share one state (a context's handles).
+pub struct Routes<S> {
+    endpoints: Endpoints,
+    state: Arc<S>,
+}
+
+impl<S: Send + Sync + 'static> Routes<S> {
+    /// Serves `subject` with `handler(state, body, request)`: the body is decoded as `T` (an
+    /// `invalid_request` reply says what does not match), the reply or the error is encoded in the
+    /// request's codec (see [`Endpoints::add`]).
+    ///
+    /// # Errors
+    /// NATS is not reachable.
+    pub async fn on<T, R, F, Fut>(&self, subject: &str, handler: F) -> anyhow::Result<()>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Arc<S>, T, Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        self.on_with_limit(subject, MAX_BODY, handler).await
+    }
+
+    /// As [`Routes::on`] with another body limit.
+    ///
+    /// # Errors
+    /// NATS is not reachable.
+    pub async fn on_with_limit<T, R, F, Fut>(
+        &self,
+        subject: &str,
+        max_body: usize,
+        handler: F,
+    ) -> anyhow::Result<()>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Arc<S>, T, Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
+    {
+        let state = self.state.clone();
+        let handler = Arc::new(handler);
+        self.endpoints
+            .add_with_limit(subject, max_body, move |req: Request| {
+                let state = state.clone();
+                let handler = handler.clone();
+                async move {
+                    let body: T = req.decode()?;
+                    handler(state, body, req).await
+                }
+            })
+            .await
+    }
+
+    /// The shared state.
+    #[must_use]
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
+
+    /// The endpoints underneath.
+    #[must_use]
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 }

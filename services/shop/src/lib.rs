@@ -3,23 +3,26 @@
 //! - [`domain`]: the cart aggregate, pure `decide` / `apply`, `hash_key` and the shard function.
 //! - [`wire`]: conversions to the wire types in `schemas::shop`.
 //! - [`projection`]: the DHT read model in PostgreSQL schema `shop`.
-//! - this module: the NATS endpoints (micro service `shop`) and queries.
+//! - `handlers` (commands) and [`queries`]: what the endpoints of micro service `shop` run.
+//! - [`live`]: the live subjects for dashboards; [`http`]: the original REST routes.
+//! - this module: start (stream, migrations, projection, endpoints) and rebuild.
 //!
 //! Events go to stream `SHOP` on `shop.events.cart.<customer token>` (see `schemas::encode_token`).
 
 pub mod domain;
+mod handlers;
+pub mod http;
 pub mod live;
 pub mod projection;
+pub mod queries;
 pub mod wire;
 
-use chrono::Utc;
-use domain::{Cart, Command};
+use domain::Cart;
 use projection::DhtProjection;
 use runtime::projector::ProjectionHandle;
-use runtime::service::{Endpoints, Request};
+use runtime::service::Endpoints;
 use runtime::store::Repository;
-use runtime::{Ctx, ServiceError};
-use schemas::shop as w;
+use runtime::Ctx;
 use std::sync::Arc;
 
 /// Stream of the shop context.
@@ -33,48 +36,13 @@ pub fn cart_subject(customer_id: &str) -> String {
     format!("{EVENTS}.{}", schemas::encode_token(customer_id))
 }
 
-struct Shop {
-    carts: Repository<Cart>,
-    dht: ProjectionHandle,
-    pool: sqlx::PgPool,
-    shards: u32,
-    wait: std::time::Duration,
-}
-
-impl Shop {
-    /// Runs a command on its cart; `reply` builds the answer from the state after the event.
-    async fn command<R, F>(&self, req: &Request, cmd: Command, reply: F) -> Result<R, ServiceError>
-    where
-        R: serde::Serialize + serde::de::DeserializeOwned,
-        F: Fn(&str, &Cart, &domain::Event, u64) -> R,
-    {
-        let now = Utc::now();
-        let order_id = uuid::Uuid::now_v7();
-        let subject = cart_subject(cmd.customer_id());
-        let customer = cmd.customer_id().to_string();
-        self.carts
-            .execute(
-                &subject,
-                req.msg_id(),
-                |cart| {
-                    let e = domain::decide(cart, &cmd, now, order_id)?;
-                    Ok((uuid::Uuid::now_v7(), now, e))
-                },
-                |cart, event, seq| reply(&customer, cart, event, seq),
-            )
-            .await
-    }
-
-    async fn cart_reply(&self, req: &Request, cmd: Command) -> Result<w::Cart, ServiceError> {
-        self.command(req, cmd, |customer, cart, _, seq| {
-            wire::cart(customer, cart, seq)
-        })
-        .await
-    }
-
-    async fn read_cart(&self, key: &str) -> Result<Option<w::Cart>, ServiceError> {
-        Ok(projection::read_cart(&self.pool, key).await?)
-    }
+/// What the shop's handlers share.
+pub(crate) struct Shop {
+    pub(crate) carts: Repository<Cart>,
+    pub(crate) dht: ProjectionHandle,
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) shards: u32,
+    pub(crate) wait: std::time::Duration,
 }
 
 /// Starts the shop: stream, migrations, the DHT projection, the endpoints.
@@ -86,14 +54,9 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
     let shards = ctx.config.shop_shards;
     reshard(&ctx.pool, shards).await?;
-    let dht = runtime::projector::spawn(
-        store.clone(),
-        ctx.pool.clone(),
-        DhtProjection { shards },
-        ctx.config.batching(),
-    )
-    .await?;
-    ctx.health.projection("shop", dht.clone());
+    let dht = ctx
+        .projection("shop", &store, DhtProjection { shards })
+        .await?;
     let shop = Arc::new(Shop {
         carts: ctx.repository::<Cart>(&store, "shop"),
         dht,
@@ -102,101 +65,23 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         wait: ctx.config.min_seq_wait,
     });
     let ep = Endpoints::start(&ctx.client, "shop", "shopping carts on a sharded DHT").await?;
-
-    let s = shop.clone();
-    ep.add("shop.cmd.add-item", move |req| {
-        let s = s.clone();
-        async move {
-            let cmd = Command::add_item(&req.decode::<w::AddItem>()?)?;
-            s.cart_reply(&req, cmd).await
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.cmd.update-item", move |req| {
-        let s = s.clone();
-        async move {
-            let cmd = Command::update_item(&req.decode::<w::UpdateItem>()?)?;
-            s.cart_reply(&req, cmd).await
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.cmd.remove-item", move |req| {
-        let s = s.clone();
-        async move {
-            let cmd = Command::remove_item(&req.decode::<w::RemoveItem>()?)?;
-            s.cart_reply(&req, cmd).await
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.cmd.checkout", move |req| {
-        let s = s.clone();
-        async move {
-            let cmd = Command::checkout(&req.decode::<w::Checkout>()?)?;
-            s.command(&req, cmd, |_, _, event, seq| wire::checkout(event, seq))
-                .await?
-                .ok_or_else(|| ServiceError::internal("checkout appended another event"))
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.query.cart", move |req| {
-        let s = s.clone();
-        async move {
-            let q: w::CartQuery = req.decode()?;
-            schemas::check_id("customer_id", &q.customer_id).map_err(ServiceError::invalid)?;
-            s.dht.wait_for(q.min_seq, s.wait).await?;
-            Ok(s.read_cart(&q.customer_id).await?.unwrap_or(w::Cart {
-                customer_id: q.customer_id,
-                items: vec![],
-                seq: 0,
-            }))
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.query.dht-get", move |req| {
-        let s = s.clone();
-        async move {
-            let q: w::DhtGet = req.decode()?;
-            schemas::check_id("key", &q.key).map_err(ServiceError::invalid)?;
-            s.dht.wait_for(q.min_seq, s.wait).await?;
-            let hash_key = domain::hash_key(&q.key);
-            let value = s.read_cart(&q.key).await?;
-            Ok(w::DhtGetReply {
-                shard: domain::shard_of(hash_key, s.shards),
-                key: q.key,
-                hash_key,
-                value,
-            })
-        }
-    })
-    .await?;
-    let s = shop.clone();
-    ep.add("shop.query.dht-stats", move |req| {
-        let s = s.clone();
-        async move {
-            let q: w::DhtStats = req.decode()?;
-            s.dht.wait_for(q.min_seq, s.wait).await?;
-            let rows: Vec<(i32, i64)> =
-                sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
-                    .fetch_all(&s.pool)
-                    .await?;
-            let mut keys_per_shard = vec![0u64; s.shards as usize];
-            for (shard, n) in rows {
-                if let Some(slot) = keys_per_shard.get_mut(shard as usize) {
-                    *slot = n as u64;
-                }
-            }
-            Ok(w::DhtStatsReply {
-                shards: s.shards,
-                keys_per_shard,
-            })
-        }
-    })
-    .await?;
+    let routes = ep.with_state(shop.clone());
+    routes.on("shop.cmd.add-item", handlers::add_item).await?;
+    routes
+        .on("shop.cmd.update-item", handlers::update_item)
+        .await?;
+    routes
+        .on("shop.cmd.remove-item", handlers::remove_item)
+        .await?;
+    routes.on("shop.cmd.checkout", handlers::checkout).await?;
+    routes.on("shop.query.cart", queries::cart).await?;
+    routes.on("shop.query.dht-get", queries::dht_get).await?;
+    routes
+        .on("shop.query.dht-stats", queries::dht_stats_query)
+        .await?;
+    routes
+        .on("shop.query.shard-carts", queries::shard_carts)
+        .await?;
     live::start(ctx, &ep, shop.dht.clone(), shards).await?;
     ctx.health.started("shop");
     Ok(())

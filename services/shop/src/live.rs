@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use runtime::service::Endpoints;
 use runtime::ServiceError;
 use schemas::live::{CheckoutsQuery, LiveCheckout, RecentCheckouts};
-use schemas::shop::{DhtStatsReply, ShopEvent};
+use schemas::shop::ShopEvent;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,27 +28,6 @@ const STATS_EVERY: Duration = Duration::from_millis(500);
 
 type Recent = Arc<Mutex<VecDeque<LiveCheckout>>>;
 
-/// Keys per shard from the read model.
-///
-/// # Errors
-/// PostgreSQL failed.
-pub async fn dht_stats(pool: &sqlx::PgPool, shards: u32) -> Result<DhtStatsReply, sqlx::Error> {
-    let rows: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT shard, count(*) FROM shop.dht GROUP BY shard")
-            .fetch_all(pool)
-            .await?;
-    let mut keys_per_shard = vec![0u64; shards as usize];
-    for (shard, n) in rows {
-        if let Some(slot) = keys_per_shard.get_mut(shard as usize) {
-            *slot = n as u64;
-        }
-    }
-    Ok(DhtStatsReply {
-        shards,
-        keys_per_shard,
-    })
-}
-
 /// Adds `shop.query.checkouts` to the shop's endpoints and starts the live publisher.
 ///
 /// # Errors
@@ -60,25 +39,9 @@ pub async fn start(
     shards: u32,
 ) -> anyhow::Result<()> {
     let recent: Recent = Arc::new(Mutex::new(VecDeque::new()));
-    let r = recent.clone();
-    ep.add("shop.query.checkouts", move |req| {
-        let r = r.clone();
-        async move {
-            let q: CheckoutsQuery = req.decode()?;
-            let limit = q.limit.unwrap_or(50);
-            if !(1..=KEEP as u32).contains(&limit) {
-                return Err(ServiceError::invalid(format!(
-                    "limit must be 1..={KEEP}, got {limit}"
-                )));
-            }
-            let checkouts = r
-                .lock()
-                .map(|g| g.iter().take(limit as usize).cloned().collect())
-                .unwrap_or_default();
-            Ok(RecentCheckouts { checkouts })
-        }
-    })
-    .await?;
+    ep.with_state(recent.clone())
+        .on("shop.query.checkouts", checkouts)
+        .await?;
     let publisher = Publisher {
         js: async_nats::jetstream::new(ctx.client.clone()),
         client: ctx.client.clone(),
@@ -89,6 +52,25 @@ pub async fn start(
     };
     tokio::spawn(publisher.run());
     Ok(())
+}
+
+/// `shop.query.checkouts`.
+async fn checkouts(
+    recent: Recent,
+    q: CheckoutsQuery,
+    _: runtime::service::Request,
+) -> Result<RecentCheckouts, ServiceError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=KEEP as u32).contains(&limit) {
+        return Err(ServiceError::invalid(format!(
+            "limit must be 1..={KEEP}, got {limit}"
+        )));
+    }
+    let checkouts = recent
+        .lock()
+        .map(|g| g.iter().take(limit as usize).cloned().collect())
+        .unwrap_or_default();
+    Ok(RecentCheckouts { checkouts })
 }
 
 struct Publisher {
@@ -191,7 +173,7 @@ impl Publisher {
                 "dht stats: the projection is behind; publishing what it has"
             );
         }
-        match dht_stats(&self.pool, self.shards).await {
+        match crate::queries::dht_stats(&self.pool, self.shards).await {
             Ok(s) => {
                 if let Ok(body) = serde_json::to_vec(&s) {
                     let _ = self.client.publish(DHT_STATS, body.into()).await;

@@ -1,7 +1,6 @@
 //! Explicit conversions between the domain and the wire types of `schemas::shop`.
 
-use crate::domain::{Cart, Event, ShopError};
-use runtime::ServiceError;
+use crate::domain::{Cart, Event};
 use schemas::shop as w;
 
 /// The wire cart of a domain cart.
@@ -48,15 +47,5 @@ pub fn checkout(event: &Event, seq: u64) -> Option<w::CheckoutReply> {
             seq,
         }),
         _ => None,
-    }
-}
-
-impl From<ShopError> for ServiceError {
-    fn from(e: ShopError) -> Self {
-        match e {
-            ShopError::Invalid(m) => ServiceError::invalid(m),
-            ShopError::NotFound(m) => ServiceError::not_found(m),
-            ShopError::Conflict(m) => ServiceError::conflict(m),
-        }
     }
 }

@@ -5,41 +5,81 @@
 //! `engine.system`.
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use runtime::{Config, Ctx};
 
-/// Every service `switchyard run` knows, in start order.
+/// Every service `switchyard run` knows, in start order: the contexts of [`CONTEXTS`], then the
+/// gateway (which serves their HTTP routes).
 pub const SERVICES: &[&str] = &["shop", "dispatch", "engine", "cluster", "dfs", "gateway"];
 
-/// What a context is made of, described once: its name and the projections it runs (the
-/// checkpoint names in `runtime.checkpoints`). `projections list|rebuild` iterate over it.
+/// A start, rebuild or other step of a context, as the registry holds it.
+pub type Step<'a, T> = BoxFuture<'a, anyhow::Result<T>>;
+
+/// What a context is made of, described once: its name, how it starts, the projections it runs
+/// (the checkpoint names in `runtime.checkpoints`) and how one is rebuilt, and the HTTP routes it
+/// adds to the gateway. `switchyard run`, `projections list|rebuild` and the gateway iterate over
+/// it; the health report has one entry a started context.
 pub struct ContextInfo {
     pub name: &'static str,
+    pub start: for<'a> fn(&'a Ctx) -> Step<'a, ()>,
     pub projections: &'static [&'static str],
+    /// `projections rebuild <name>` for one of `projections`: false for a name it does not know.
+    pub rebuild: for<'a> fn(&'a Ctx, &'a str) -> Step<'a, bool>,
+    /// The context's routes on the gateway (forwarded over NATS).
+    pub routes: fn(async_nats::Client) -> axum::Router,
 }
 
 /// The context registry.
 pub const CONTEXTS: &[ContextInfo] = &[
     ContextInfo {
         name: "shop",
+        start: |ctx| Box::pin(shop::start(ctx)),
         projections: &["shop_dht"],
+        rebuild: |ctx, name| Box::pin(shop::rebuild(ctx, name)),
+        routes: shop::http::routes,
     },
     ContextInfo {
         name: "dispatch",
+        start: |ctx| Box::pin(dispatch::start(ctx)),
         projections: &["dispatch"],
+        rebuild: |ctx, name| Box::pin(dispatch::rebuild(ctx, name)),
+        routes: dispatch::routes,
     },
     ContextInfo {
         name: "engine",
+        start: |ctx| Box::pin(engine::start(ctx)),
         projections: &["engine_read_model"],
+        rebuild: |ctx, name| Box::pin(engine::rebuild(ctx, name)),
+        routes: engine::routes,
     },
     ContextInfo {
         name: "cluster",
+        start: |ctx| Box::pin(cluster::start(ctx)),
         projections: &["cluster_tree"],
+        rebuild: |ctx, name| Box::pin(cluster::rebuild(ctx, name)),
+        routes: cluster::routes,
     },
     ContextInfo {
         name: "dfs",
+        start: |ctx| Box::pin(dfs::start(ctx)),
         projections: &["dfs_catalog"],
+        rebuild: |ctx, name| Box::pin(dfs::rebuild(ctx, name)),
+        routes: dfs::routes,
     },
 ];
+
+/// The context `name` of the registry.
+#[must_use]
+pub fn context(name: &str) -> Option<&'static ContextInfo> {
+    CONTEXTS.iter().find(|c| c.name == name)
+}
+
+/// Every context's HTTP routes, for the gateway.
+pub fn routes(client: &async_nats::Client) -> axum::Router {
+    CONTEXTS.iter().fold(axum::Router::new(), |r, c| {
+        r.merge((c.routes)(client.clone()))
+    })
+}
 
 /// Every projection the registry knows (and any other with a checkpoint), sorted by name, with its
 /// checkpoint where there is one (none before the context first ran).
@@ -74,18 +114,6 @@ pub async fn list_projections(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String
             (n, seq)
         })
         .collect())
-}
-
-/// Rebuilds projection `name` of context `context`.
-async fn rebuild_one(ctx: &Ctx, context: &str, name: &str) -> anyhow::Result<bool> {
-    match context {
-        "shop" => shop::rebuild(ctx, name).await,
-        "dispatch" => dispatch::rebuild(ctx, name).await,
-        "engine" => engine::rebuild(ctx, name).await,
-        "cluster" => cluster::rebuild(ctx, name).await,
-        "dfs" => dfs::rebuild(ctx, name).await,
-        other => anyhow::bail!("context {other} has no projections"),
-    }
 }
 
 /// Checks service names against [`SERVICES`]; an empty list means all of them.
@@ -125,14 +153,10 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
         ctx.health.declare(s);
     }
     for s in services {
-        match *s {
-            "shop" => shop::start(&ctx).await?,
-            "dispatch" => dispatch::start(&ctx).await?,
-            "engine" => engine::start(&ctx).await?,
-            "cluster" => cluster::start(&ctx).await?,
-            "dfs" => dfs::start(&ctx).await?,
-            "gateway" => http_addr = Some(gateway::start(&ctx).await?),
-            other => anyhow::bail!("unknown service {other}"),
+        match (context(s), *s) {
+            (Some(c), _) => (c.start)(&ctx).await?,
+            (None, "gateway") => http_addr = Some(gateway::start(&ctx, routes(&ctx.client)).await?),
+            (None, other) => anyhow::bail!("unknown service {other}"),
         }
         tracing::info!(service = s, "started");
     }
@@ -187,7 +211,7 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
                 );
             };
             anyhow::ensure!(
-                rebuild_one(&ctx, context.name, name).await?,
+                (context.rebuild)(&ctx, name).await?,
                 "the {} context does not rebuild {name:?}",
                 context.name
             );
@@ -195,5 +219,17 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
             Ok(())
         }
         _ => anyhow::bail!("usage: switchyard projections list | rebuild <name>"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_registered_context_is_a_service_and_the_gateway_comes_last() {
+        let names: Vec<&str> = super::CONTEXTS.iter().map(|c| c.name).collect();
+        assert_eq!(super::SERVICES[..names.len()], names[..]);
+        assert_eq!(super::SERVICES[names.len()..], ["gateway"]);
+        assert_eq!(super::select(&[]).unwrap(), super::SERVICES);
+        assert!(super::select(&["nope".into()]).is_err());
     }
 }

@@ -91,6 +91,26 @@ pub fn encode_event<E: Serialize>(
     })
 }
 
+/// An event stamped for an append the repository does not run: a new id (the dedupe id when
+/// the request has no `Nats-Msg-Id`) and its envelope at the current time.
+pub struct NewEvent {
+    /// The event's id, as text (the append's dedupe id).
+    pub id: String,
+    pub payload: Bytes,
+}
+
+/// Stamps `event` with a new id and the current time.
+///
+/// # Errors
+/// The event does not serialise as `{"type", "data"}` (a bug).
+pub fn stamp<E: Serialize>(event: &E) -> Result<NewEvent, ServiceError> {
+    let id = uuid::Uuid::now_v7();
+    Ok(NewEvent {
+        payload: encode_event(id, Utc::now(), event)?,
+        id: id.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,10 +26,10 @@ pub mod group_commit;
 pub mod idempotency;
 pub mod repository;
 
-pub use envelope::{decode_event, encode_event, Aggregate, EnvelopeMeta, Stored};
+pub use envelope::{decode_event, encode_event, stamp, Aggregate, EnvelopeMeta, NewEvent, Stored};
 pub use event_store::{AppendError, EventStore};
 pub use idempotency::Idempotency;
-pub use repository::Repository;
+pub use repository::{Cached, CommandError, Repository, StateSource};
 
 /// How long JetStream remembers a `Nats-Msg-Id` (and we remember its reply).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

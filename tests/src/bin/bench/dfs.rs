@@ -288,7 +288,7 @@ async fn deploy(nats_url: &str, db_url: &str, dir: &std::path::Path) -> anyhow::
                 let opts = ChunkServerOptions {
                     dir: dir.join(format!("bench-{n}")),
                     id: Some(format!("bench{n}-{run}")),
-                    settings: ::dfs::Settings::from_env(),
+                    settings: ::dfs::Settings::from_env()?,
                 };
                 servers.push(::dfs::chunk_server::connect(&url, opts).await?);
             }
