@@ -1,7 +1,8 @@
 // Measurement hooks for the browser benchmark (`make bench-dashboard`), on when the page's URL has
 // `?perf=1`: frame intervals from a requestAnimationFrame loop, the JS time each coalesced flush
-// took, and the wall-clock time at which each cart update (by its `seq`) reached the screen (the
-// start of the frame after the one that applied it: the applied frame has been painted by then).
+// took, the JS time of each redraw of the dispatch map's carts, and the wall-clock time at which
+// each cart update (by its `seq`) reached the screen (the start of the frame after the one that
+// applied it: the applied frame has been painted by then).
 
 const on = typeof location !== 'undefined' && new URLSearchParams(location.search).get('perf') === '1';
 const MAX = 200_000;
@@ -10,6 +11,8 @@ export const perf = {
   on,
   frames: [] as number[],
   flushMs: [] as number[],
+  /** JS time of each redraw of the map's cart layer (placing and drawing every cart). */
+  drawMs: [] as number[],
   /** [seq, wall-clock ms painted] */
   painted: [] as Array<[number, number]>,
   received: 0,
@@ -33,9 +36,13 @@ export const perf = {
       for (const s of seqs) if (this.painted.length < MAX) this.painted.push([s, now]);
     });
   },
+  drew(ms: number): void {
+    if (on && this.drawMs.length < MAX) this.drawMs.push(ms);
+  },
   reset(): void {
     this.frames = [];
     this.flushMs = [];
+    this.drawMs = [];
     this.painted = [];
     this.received = 0;
   },
