@@ -106,15 +106,15 @@ describe('CartLayer', () => {
     expect(l.size).toBe(201);
     expect(l.hit(101, 1, 7)).toBe('a');
   });
-  it('draws one path per status colour at the device pixel ratio, rings for hover and selection', () => {
+  it('draws a square per cart grouped by status colour at the device pixel ratio, rings for hover and selection', () => {
     const calls: string[] = [];
     const ctx: Ctx2D = {
       fillStyle: '', strokeStyle: '', lineWidth: 1,
       setTransform: (a) => calls.push(`scale ${a}`),
       clearRect: (_x, _y, w, h) => calls.push(`clear ${w}x${h}`),
       beginPath: () => calls.push('begin'),
+      fillRect: (x, y, w, h) => calls.push(`rect ${ctx.fillStyle} ${x},${y} ${w}x${h}`),
       moveTo: () => {}, arc: () => calls.push('arc'),
-      fill: () => calls.push(`fill ${ctx.fillStyle}`),
       stroke: () => calls.push(`stroke ${ctx.strokeStyle}`),
     };
     const l = new CartLayer(statuses);
@@ -124,8 +124,13 @@ describe('CartLayer', () => {
     l.placeAll(T0);
     drawLayer(ctx, l, ['#f00', '#0f0', '#00f'], 900, 520, 2, 'a1', 'b0');
     expect(calls.slice(0, 2)).toEqual(['scale 2', 'clear 900x520']);
-    expect(calls.filter((c) => c.startsWith('fill'))).toEqual(['fill #f00', 'fill #00f', 'fill #ffffff']);
-    expect(calls.filter((c) => c === 'arc').length).toBe(9 + 2);
+    const rects = calls.filter((c) => c.startsWith('rect'));
+    expect(rects.length).toBe(9);
+    // Grouped by colour, in the order of the statuses, any other status last.
+    expect(rects.map((c) => c.split(' ')[1])).toEqual([...Array(5).fill('#f00'), ...Array(3).fill('#00f'), '#ffffff']);
+    // On whole pixels, 7 px squares centred on the cart (z rests at j1, fanned out by restOffset(0)).
+    expect(rects[8]).toBe(`rect #ffffff ${100 + 12 - 3},${-10 - 3} 7x7`);
+    expect(calls.filter((c) => c === 'arc').length).toBe(2);
     expect(calls.filter((c) => c.startsWith('stroke')).length).toBe(2);
   });
 });
