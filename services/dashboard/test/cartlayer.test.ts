@@ -134,3 +134,20 @@ describe('CartLayer', () => {
     expect(calls.filter((c) => c.startsWith('stroke')).length).toBe(2);
   });
 });
+
+describe('Geometry shapes', () => {
+  it('shares the points of one path between the tracks of every cart driving it', () => {
+    const gg = new Geometry(pos, edges);
+    const a = trackOf(cart({ cart_id: 'a', status: 'FLIGHT', location: 'j1', route: ['bay', 'j1', 'j2', 'dock'], request_id: 'r', eta: iso(T0 + 1000) }), gg, undefined)!;
+    const b = trackOf(cart({ cart_id: 'b', status: 'FLIGHT', location: 'j1', route: ['bay', 'j1', 'j2', 'dock'], request_id: 's', eta: iso(T0 + 5000) }), gg, undefined)!;
+    expect(a.xs).toBe(b.xs);
+    expect(a.etaMs).not.toBe(b.etaMs);
+    // Another route through the same place is another shape.
+    const c = trackOf(cart({ cart_id: 'c', status: 'FLIGHT', location: 'j1', route: ['bay2', 'j1', 'bay'], request_id: 't', eta: iso(T0 + 5000) }), gg, undefined)!;
+    expect(Array.from(c.xs)).toEqual([100, 0]);
+    // Resting carts at one node share its point.
+    const r1 = trackOf(cart({ cart_id: 'r1' }), gg, undefined)!, r2 = trackOf(cart({ cart_id: 'r2' }), gg, undefined)!;
+    expect(r1.xs).toBe(r2.xs);
+    expect(r1.resting && r2.resting).toBe(true);
+  });
+});

@@ -21,7 +21,8 @@ export interface CartLike {
 
 /** Where a cart is drawn over time: a fixed point, or points along a path with an eta. */
 export interface Track {
-  /** x, y of each point of the path (one point: resting, or no path known). */
+  /** x, y of each point of the path (one point: resting, or no path known); shared by the
+   * tracks of every cart driving that path, never written. */
   xs: Float64Array;
   ys: Float64Array;
   /** Driving seconds from each point to the end of the path (`left[last] = 0`). */
@@ -38,6 +39,8 @@ export class Geometry {
   private hop = new Map<string, number>();
   private adj = new Map<string, Array<[string, number]>>();
   private paths = new Map<string, string[] | null>();
+  /** Points and seconds left of the paths carts drive, shared by the carts' tracks (read-only). */
+  private shapes = new Map<string, { xs: Float64Array; ys: Float64Array; left: Float64Array } | null>();
 
   constructor(
     readonly pos: Map<string, Pt>,
@@ -49,6 +52,26 @@ export class Geometry {
       (this.adj.get(e.from) ?? this.adj.set(e.from, []).get(e.from)!).push([e.to, e.seconds]);
       (this.adj.get(e.to) ?? this.adj.set(e.to, []).get(e.to)!).push([e.from, e.seconds]);
     }
+  }
+
+  /** The points of `path` and the driving seconds left at each, computed once per path (`key`
+   * names it); `null` when a point is not on the map. */
+  shape(key: string, path: () => string[] | null): { xs: Float64Array; ys: Float64Array; left: Float64Array } | null {
+    const known = this.shapes.get(key);
+    if (known !== undefined) return known;
+    const p = path();
+    const pts = p?.map((id) => this.pos.get(id));
+    let out = null;
+    if (p && pts && pts.length > 0 && !pts.some((q) => !q)) {
+      const n = pts.length;
+      const xs = new Float64Array(n), ys = new Float64Array(n), left = new Float64Array(n);
+      for (let i = 0; i < n; i++) { xs[i] = pts[i]!.x; ys[i] = pts[i]!.y; }
+      for (let i = n - 2; i >= 0; i--) left[i] = left[i + 1] + this.hopSeconds(p[i], p[i + 1]);
+      out = { xs, ys, left };
+    }
+    if (this.shapes.size >= 20_000) this.shapes.clear();
+    this.shapes.set(key, out);
+    return out;
   }
 
   /** Driving seconds of one hop (1 s where the facility has no such edge, as `hopSeconds`). */
@@ -86,8 +109,9 @@ export class Geometry {
   }
 }
 
-function fixed(p: Pt, location: string, resting: boolean): Track {
-  return { xs: Float64Array.of(p.x), ys: Float64Array.of(p.y), left: Float64Array.of(0), etaMs: NaN, resting, location };
+function fixed(g: Geometry, location: string, resting: boolean): Track | null {
+  const shape = g.shape('p\u0001' + location, () => [location]);
+  return shape && { ...shape, etaMs: NaN, resting, location };
 }
 
 /**
@@ -97,23 +121,19 @@ function fixed(p: Pt, location: string, resting: boolean): Track {
  * map.
  */
 export function trackOf(c: CartLike, g: Geometry, dockedFor: string | undefined): Track | null {
-  const at = g.pos.get(c.location);
   const etaMs = c.eta ? Date.parse(c.eta) : NaN;
-  if (c.status !== 'FLIGHT' || !Number.isFinite(etaMs)) return at ? fixed(at, c.location, c.status !== 'FLIGHT') : null;
-  const dock = c.route?.[c.route.length - 1];
-  const home = dockedFor === c.request_id || !c.route || c.location === dock;
-  let path: string[] | null;
-  if (home) path = g.shortestPath(c.location, c.home);
-  else {
-    const i = c.route!.indexOf(c.location);
-    path = i >= 0 ? c.route!.slice(i) : g.shortestPath(c.location, dock!);
-  }
-  const pts = path?.map((id) => g.pos.get(id));
-  if (!path || !pts || pts.length === 0 || pts.some((p) => !p)) return at ? fixed(at, c.location, false) : null;
-  const n = pts.length;
-  const xs = new Float64Array(n), ys = new Float64Array(n), left = new Float64Array(n);
-  for (let i = 0; i < n; i++) { xs[i] = pts[i]!.x; ys[i] = pts[i]!.y; }
-  for (let i = n - 2; i >= 0; i--) left[i] = left[i + 1] + g.hopSeconds(path[i], path[i + 1]);
+  if (c.status !== 'FLIGHT' || !Number.isFinite(etaMs)) return fixed(g, c.location, c.status !== 'FLIGHT');
+  const route = c.route;
+  const dock = route?.[route.length - 1];
+  const home = dockedFor === c.request_id || !route || c.location === dock;
+  const shape = home
+    ? g.shape('h\u0001' + c.location + '\u0001' + c.home, () => g.shortestPath(c.location, c.home))
+    : g.shape('r\u0001' + c.location + '\u0001' + route!.join('\u0000'), () => {
+        const i = route!.indexOf(c.location);
+        return i >= 0 ? route!.slice(i) : g.shortestPath(c.location, dock!);
+      });
+  if (!shape) return fixed(g, c.location, false);
+  const { xs, ys, left } = shape;
   return { xs, ys, left, etaMs, resting: false, location: c.location };
 }
 
