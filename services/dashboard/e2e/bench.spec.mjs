@@ -1,6 +1,6 @@
 // The browser side of `make bench-dashboard` (tests/src/bin/dashboard-bench.rs): opens the dispatch
 // view with ?perf=1, waits for every cart, asks the program to run the load, then prints the
-// page's measurements on one line: PERF {frames, flushMs, drawMs, painted, received}.
+// page's measurements on one line: PERF {frames, flushMs, drawMs, pageLagMs, painted, received}.
 import { launch, ask, step, until } from './lib.mjs';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
@@ -42,7 +42,7 @@ try {
   await page.screenshot({ path: join(process.env.SCREENSHOT_DIR, 'bench-dispatch.png') });
   const perf = await page.evaluate(() => {
     const p = window.__dashPerf;
-    return { frames: p.frames, flushMs: p.flushMs, drawMs: p.drawMs, painted: p.painted, received: p.received };
+    return { frames: p.frames, flushMs: p.flushMs, drawMs: p.drawMs, pageLagMs: p.pageLagMs, painted: p.painted, received: p.received };
   });
   console.log('PERF ' + JSON.stringify(perf));
   await context.close();

@@ -13,6 +13,8 @@ export const perf = {
   flushMs: [] as number[],
   /** JS time of each redraw of the map's cart layer (placing and drawing every cart). */
   drawMs: [] as number[],
+  /** Per cart update: ms from its arrival on the WebSocket to the paint that showed it. */
+  pageLagMs: [] as number[],
   /** [seq, wall-clock ms painted] */
   painted: [] as Array<[number, number]>,
   received: 0,
@@ -28,12 +30,16 @@ export const perf = {
     };
     requestAnimationFrame(loop);
   },
-  flushed(ms: number, seqs: number[]): void {
+  /** `arrived`: when each update reached the page (`performance.now()`), to tell the page's share
+   * of the lag (`pageLagMs`: arrival to paint) from the bus's. */
+  flushed(ms: number, seqs: number[], arrived?: number[]): void {
     if (!on) return;
     if (this.flushMs.length < MAX) this.flushMs.push(ms);
     requestAnimationFrame(() => {
-      const now = performance.timeOrigin + performance.now();
+      const t = performance.now();
+      const now = performance.timeOrigin + t;
       for (const s of seqs) if (this.painted.length < MAX) this.painted.push([s, now]);
+      if (arrived) for (const a of arrived) if (this.pageLagMs.length < MAX) this.pageLagMs.push(t - a);
     });
   },
   drew(ms: number): void {
@@ -43,6 +49,7 @@ export const perf = {
     this.frames = [];
     this.flushMs = [];
     this.drawMs = [];
+    this.pageLagMs = [];
     this.painted = [];
     this.received = 0;
   },
