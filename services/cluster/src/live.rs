@@ -50,17 +50,18 @@ pub async fn spawn(
     instance: &str,
 ) -> anyhow::Result<()> {
     let js = store.jetstream();
-    let kv = js
-        .create_or_update_key_value(async_nats::jetstream::kv::Config {
+    let kv = runtime::nats::ensure_kv(
+        js,
+        async_nats::jetstream::kv::Config {
             bucket: LEASE_BUCKET.into(),
             description: "which process publishes cluster.tree deltas".into(),
             history: 1,
             storage: async_nats::jetstream::stream::StorageType::File,
             num_replicas: store.replicas().max(1),
             ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the {LEASE_BUCKET} bucket: {e}"))?;
+        },
+    )
+    .await?;
     let mut lease = Lease {
         kv,
         me: instance.to_string(),

@@ -81,17 +81,19 @@ pub async fn membership_bucket(
     js: &jetstream::Context,
     replicas: usize,
 ) -> anyhow::Result<kv::Store> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: INSTANCES_BUCKET.into(),
-        description: "engine instance heartbeats".into(),
-        history: 1,
-        max_age: Duration::from_secs(300),
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: replicas.max(1),
-        ..Default::default()
-    })
+    runtime::nats::ensure_kv(
+        js,
+        kv::Config {
+            bucket: INSTANCES_BUCKET.into(),
+            description: "engine instance heartbeats".into(),
+            history: 1,
+            max_age: Duration::from_secs(300),
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| anyhow::anyhow!("creating the {INSTANCES_BUCKET} bucket (R{replicas}): {e}"))
 }
 
 /// Turns `config.instance` into an id that is a valid KV key and subject token, unique per start.

@@ -162,6 +162,37 @@ pub async fn ensure_stream(
         .with_context(|| format!("opening stream {name}"))
 }
 
+/// Creates or updates a KV bucket, retrying a JetStream that does not answer yet for up to 30 s (a
+/// cluster that has just started, or is busy creating the other streams of several processes,
+/// times requests out), like [`ensure_stream`]; anything else is final.
+///
+/// # Errors
+/// JetStream refused the bucket, or did not answer within 30 s.
+pub async fn ensure_kv(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> anyhow::Result<jetstream::kv::Store> {
+    let name = config.bucket.clone();
+    let replicas = config.num_replicas;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_or_update_key_value(config.clone()).await {
+            Ok(kv) => return Ok(kv),
+            Err(e)
+                if e.to_string().contains("timed out")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(bucket = %name, error = %e, "JetStream did not answer; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("creating the {name} bucket (R{replicas})")))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

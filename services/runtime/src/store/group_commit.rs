@@ -201,6 +201,10 @@ async fn run(
 }
 
 /// One event on its own: a publish with the expected subject sequence and msg id, and its ack.
+///
+/// On a replicated stream, a publish whose msg id another publish is still proposing is refused
+/// with "duplicate message id is in process" (10158) rather than de-duplicated: it is sent again
+/// shortly, and then gets the duplicate ack (or the other publish failed, and it is stored).
 pub(super) async fn single(
     js: &jetstream::Context,
     subject: &str,
@@ -208,21 +212,38 @@ pub(super) async fn single(
     expected: u64,
     msg_id: &str,
 ) -> Result<PublishAck, AppendError> {
-    let msg = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(msg_id)
-        .expected_last_subject_sequence(expected);
-    let ack = js
-        .send_publish(subject.to_string(), msg)
-        .await
-        .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
-    match ack.await {
-        Ok(ack) => Ok(ack),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            Err(AppendError::WrongLastSequence)
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(msg_id)
+            .expected_last_subject_sequence(expected);
+        let ack = js
+            .send_publish(subject.to_string(), msg)
+            .await
+            .map_err(|e| AppendError::Unacknowledged(e.to_string()))?;
+        match ack.await {
+            Ok(ack) => return Ok(ack),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                return Err(AppendError::WrongLastSequence)
+            }
+            Err(e) if attempt < 40 && msg_id_in_process(&e) => {
+                tracing::debug!(subject, msg_id, attempt, "the same msg id is being stored by another publish; sending again");
+                tokio::time::sleep(std::time::Duration::from_millis(25 * attempt.min(8))).await;
+            }
+            Err(e) => return Err(AppendError::Unacknowledged(e.to_string())),
         }
-        Err(e) => Err(AppendError::Unacknowledged(e.to_string())),
     }
+}
+
+/// Whether the server refused a publish because another one with its msg id is still in flight.
+fn msg_id_in_process(e: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|j| {
+            j.error_code() == async_nats::jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
+        })
 }
 
 /// How a batch ended.
