@@ -81,6 +81,23 @@ try {
   console.log(`cart moved ${moved.toFixed(1)} px in 400 ms`);
   if (!(moved > 1)) throw new Error(`cart ${cart} did not move on the map: ${JSON.stringify([p0, p1])}`);
 
+  step('dispatch: the canvas hit-tests carts (pointing shows one, a click selects it)');
+  const dpr = await page.evaluate(() => { const cv = document.querySelector('[data-testid=carts-canvas]'); return cv.width / cv.getBoundingClientRect().width / devicePixelRatio; });
+  if (Math.abs(dpr - 1) > 0.01) throw new Error(`the canvas is not drawn at the device pixel ratio (${dpr})`);
+  const box = await (await page.$('[data-testid=carts-canvas]')).boundingBox();
+  await until('a resting cart hovered and selected on the canvas', async () => {
+    const rest = await page.evaluate(() => window.__dashCarts().filter((c) => c.status !== 'FLIGHT'));
+    const c = rest[Math.floor(Math.random() * rest.length)];
+    if (!c) return false;
+    await page.mouse.move(box.x + c.x, box.y + c.y);
+    const hover = await page.waitForSelector('[data-testid=hover-cart]', { timeout: 2000 }).catch(() => null);
+    if (!hover || (await hover.getAttribute('data-cart')) !== c.id) return false;
+    await page.mouse.click(box.x + c.x, box.y + c.y);
+    const sel = await page.waitForSelector('[data-testid=selected-cart]', { timeout: 2000 }).catch(() => null);
+    return sel && (await sel.getAttribute('data-cart')) === c.id;
+  }, 15000, 100);
+  await page.mouse.move(0, 0);
+
   step('dispatch: the queue per cart shows the requests waiting for a busy cart');
   // Only dash-qcart holds dash-queue-ds, and its transfer takes minutes: the first request
   // reserves it, the next two wait in its queue, in order.
