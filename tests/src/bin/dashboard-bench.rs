@@ -187,6 +187,9 @@ async fn main() -> anyhow::Result<()> {
     let perf: Value = serde_json::from_str(line)?;
     let mut frames: Vec<f64> = serde_json::from_value(perf["frames"].clone())?;
     let mut flush: Vec<f64> = serde_json::from_value(perf["flushMs"].clone())?;
+    let mut draw: Vec<f64> = serde_json::from_value(perf["drawMs"].clone()).unwrap_or_default();
+    let mut page_lag: Vec<f64> =
+        serde_json::from_value(perf["pageLagMs"].clone()).unwrap_or_default();
     let painted: Vec<(u64, f64)> = serde_json::from_value(perf["painted"].clone())?;
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut lag: Vec<f64> = painted
@@ -215,6 +218,16 @@ async fn main() -> anyhow::Result<()> {
         "| JS per coalesced flush p50 / p95 | {:.2} / {:.2} ms | |",
         pct(&mut flush, 0.5),
         pct(&mut flush, 0.95)
+    );
+    println!(
+        "| map redraw (carts on the canvas) p50 / p95 | {:.2} / {:.2} ms | |",
+        pct(&mut draw, 0.5),
+        pct(&mut draw, 0.95)
+    );
+    println!(
+        "| the page's share of the lag (update arrived on the WebSocket -> painted) p50 / p95 | {:.0} / {:.0} ms | |",
+        pct(&mut page_lag, 0.5),
+        pct(&mut page_lag, 0.95)
     );
     println!(
         "| publish-to-paint lag p50 / p95 ({} updates matched) | {:.0} / {:.0} ms | p95 < 100 ms |",
