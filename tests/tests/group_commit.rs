@@ -25,7 +25,12 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
     for i in 0..600 {
         let subject = format!("gc.events.a{i}");
         let ack = s
-            .append(&subject, format!("seed-{i}").into(), 0, &format!("seed-{i}"))
+            .append(
+                &subject,
+                format!("seed-{i}").into(),
+                0,
+                &format!("seed-{i}"),
+            )
             .await?;
         seeded.insert(i, ack.sequence);
     }
@@ -35,7 +40,12 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
         async move {
             let subject = format!("gc.events.a{i}");
             let r = s
-                .append(&subject, format!("second-{i}").into(), expected, &format!("second-{i}"))
+                .append(
+                    &subject,
+                    format!("second-{i}").into(),
+                    expected,
+                    &format!("second-{i}"),
+                )
                 .await;
             (i, r)
         }
@@ -61,17 +71,31 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
                 matches!(r, Err(AppendError::WrongLastSequence)),
                 "append {i} expected a wrong sequence and got {r:?}"
             );
-            assert_eq!(last.sequence, seeded[&i], "a refused append was stored on {subject}");
+            assert_eq!(
+                last.sequence, seeded[&i],
+                "a refused append was stored on {subject}"
+            );
         } else {
             let ack = r.map_err(|e| anyhow::anyhow!("append {i}: {e}"))?;
             assert!(!ack.duplicate);
-            assert_eq!(ack.sequence, last.sequence, "{subject}: the ack names another sequence");
+            assert_eq!(
+                ack.sequence, last.sequence,
+                "{subject}: the ack names another sequence"
+            );
             assert_eq!(&last.payload[..], format!("second-{i}").as_bytes());
-            assert!(stored_seqs.insert(ack.sequence), "two acks named sequence {}", ack.sequence);
+            assert!(
+                stored_seqs.insert(ack.sequence),
+                "two acks named sequence {}",
+                ack.sequence
+            );
         }
     }
     let info = stream.get_info().await?;
-    assert_eq!(info.state.messages, 600 + 500, "stored: 600 seeds and 500 right appends");
+    assert_eq!(
+        info.state.messages,
+        600 + 500,
+        "stored: 600 seeds and 500 right appends"
+    );
 
     // The same msg ids again, now with the right expected sequence: duplicates, nothing stored.
     let again = join_all((1..600).filter(|i| i % 6 != 0).map(|i| {
@@ -79,8 +103,13 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
         let expected = seeded[&i];
         async move {
             let subject = format!("gc.events.a{i}");
-            s.append(&subject, format!("second-{i}").into(), expected, &format!("second-{i}"))
-                .await
+            s.append(
+                &subject,
+                format!("second-{i}").into(),
+                expected,
+                &format!("second-{i}"),
+            )
+            .await
         }
     }))
     .await;

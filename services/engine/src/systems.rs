@@ -3,10 +3,10 @@
 
 use crate::Api;
 use runtime::service::Request;
-use std::sync::Arc;
 use runtime::sqltext::unesc;
 use runtime::ServiceError;
 use schemas::live as wire;
+use std::sync::Arc;
 
 /// Most systems one answer lists, and the default.
 const MAX: u32 = 5000;

@@ -180,13 +180,11 @@ async fn same_rules(store: &Store) -> anyhow::Result<()> {
     .await?
     .done()?;
     let want = vec![("apple".to_string(), 7), ("fig".to_string(), 3)];
-    let (_, lines) =
-        until_read(s, c, Some(last), Duration::from_secs(10), |l| l == want.as_slice()).await?;
-    anyhow::ensure!(
-        lines == want,
-        "{}: read model {lines:?}",
-        s.name()
-    );
+    let (_, lines) = until_read(s, c, Some(last), Duration::from_secs(10), |l| {
+        l == want.as_slice()
+    })
+    .await?;
+    anyhow::ensure!(lines == want, "{}: read model {lines:?}", s.name());
     let order = checkout(store, c).await?;
     anyhow::ensure!(
         order

@@ -554,15 +554,42 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     drop(svc);
     drop(db);
     let ab = group_commit_ab(&client, &nats.url(), total).await?;
-    let (off, on) = (median(&mut ab.rate[0].clone()), median(&mut ab.rate[1].clone()));
-    let (lone_off, lone_on) = (median(&mut ab.lone_us[0].clone()), median(&mut ab.lone_us[1].clone()));
+    let (off, on) = (
+        median(&mut ab.rate[0].clone()),
+        median(&mut ab.rate[1].clone()),
+    );
+    let (lone_off, lone_on) = (
+        median(&mut ab.lone_us[0].clone()),
+        median(&mut ab.lone_us[1].clone()),
+    );
     writeln!(out, "\nGroup commit (`SWITCHYARD_GROUP_COMMIT`), A/B in this run: the same database, the shop service restarted with it off and on, alternately ({} rounds, median; all rounds in brackets), projection running, {total} add-item commands from 64 concurrent clients per round. Lone command: one add-item at a time, 100 in a row, per command.\n", ab.rate[0].len())?;
     writeln!(out, "| measure | group commit off | group commit on | on / off | on / bare pipeline |\n|---|---|---|---|---|")?;
-    let all = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
-    writeln!(out, "| commands/s, 64 clients | {off:.0} ({}) | {on:.0} ({}) | {:.2} | {:.2} |", all(&ab.rate[0]), all(&ab.rate[1]), on / off, on / bare)?;
-    writeln!(out, "| lone command latency (us) | {lone_off:.0} ({}) | {lone_on:.0} ({}) | {:.2} | |", all(&ab.lone_us[0]), all(&ab.lone_us[1]), lone_on / lone_off)?;
-    writeln!(out, "| events per acknowledgement (on) | 1 | {:.1} | | |\n", ab.events_per_ack)?;
-
+    let all = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        out,
+        "| commands/s, 64 clients | {off:.0} ({}) | {on:.0} ({}) | {:.2} | {:.2} |",
+        all(&ab.rate[0]),
+        all(&ab.rate[1]),
+        on / off,
+        on / bare
+    )?;
+    writeln!(
+        out,
+        "| lone command latency (us) | {lone_off:.0} ({}) | {lone_on:.0} ({}) | {:.2} | |",
+        all(&ab.lone_us[0]),
+        all(&ab.lone_us[1]),
+        lone_on / lone_off
+    )?;
+    writeln!(
+        out,
+        "| events per acknowledgement (on) | 1 | {:.1} | | |\n",
+        ab.events_per_ack
+    )?;
 
     // Projection throughput: replay the whole SHOP stream into a fresh database.
     // Two figures: from the start of the process until it is ready (connecting, migrations and
@@ -647,7 +674,10 @@ async fn group_commit_ab(
     let (mut appends, mut acks) = (0u64, 0u64);
     for round in 0..rounds {
         for (k, on) in [false, true].into_iter().enumerate() {
-            eprintln!("bench: shop group commit {} (round {round})", if on { "on" } else { "off" });
+            eprintln!(
+                "bench: shop group commit {} (round {round})",
+                if on { "on" } else { "off" }
+            );
             let mut cfg = runtime::Config::for_urls(nats_url, &db.url);
             cfg.group_commit = on;
             let svc = Services::start(cfg, &["shop"]).await?;
@@ -656,7 +686,11 @@ async fn group_commit_ab(
             ab.rate[k].push(shop_throughput(client, total, &format!("gc{round}{k}")).await?);
             let t = runtime::store::group_commit::totals();
             // Counted over the throughput run only (the lone commands below are batches of one).
-            let (a, b, e) = (t.appends - before.appends, t.batches - before.batches, t.batched - before.batched);
+            let (a, b, e) = (
+                t.appends - before.appends,
+                t.batches - before.batches,
+                t.batched - before.batched,
+            );
             appends += a;
             acks += b + (a - e);
             wait_projection(client, &db.url).await?;

@@ -57,7 +57,9 @@ fn meta_as_encoded(payload: &[u8]) -> Option<EnvelopeMeta> {
 pub fn decode_event<E: DeserializeOwned>(payload: &[u8]) -> Result<(EnvelopeMeta, E), String> {
     let meta = match meta_as_encoded(payload) {
         Some(meta) => meta,
-        None => serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?,
+        None => {
+            serde_json::from_slice(payload).map_err(|e| format!("not an event envelope: {e}"))?
+        }
     };
     let event: E =
         serde_json::from_slice(payload).map_err(|e| format!("unknown or malformed event: {e}"))?;
@@ -134,14 +136,21 @@ mod tests {
         for payload in [
             format!(r#"{{"occurred_at":"2026-11-23T10:00:00Z","id":"{id}","type":"Nothing"}}"#),
             format!(r#"{{ "id":"{id}","occurred_at":"2026-11-23T10:00:00Z","type":"Nothing"}}"#),
-            format!(r#"{{"id":"{id}","occurred_at":"2026-11-23T10:00:00\u005a","type":"Nothing"}}"#),
-            format!(r#"{{"id":"{id}","occurred_at":"2026-11-23T10:00:00+02:00","type":"Nothing"}}"#),
+            format!(
+                r#"{{"id":"{id}","occurred_at":"2026-11-23T10:00:00\u005a","type":"Nothing"}}"#
+            ),
+            format!(
+                r#"{{"id":"{id}","occurred_at":"2026-11-23T10:00:00+02:00","type":"Nothing"}}"#
+            ),
         ] {
             let (meta, ev) = decode_event::<Ev>(payload.as_bytes()).unwrap();
             assert_eq!(meta.id, id, "{payload}");
             assert_eq!(ev, Ev::Nothing);
         }
-        assert!(meta_as_encoded(br#"{"id":"not-a-uuid-at-all-not-a-uuid-at-all","occurred_at":"x"}"#).is_none());
+        assert!(meta_as_encoded(
+            br#"{"id":"not-a-uuid-at-all-not-a-uuid-at-all","occurred_at":"x"}"#
+        )
+        .is_none());
         assert!(meta_as_encoded(b"{").is_none());
         assert!(decode_event::<Ev>(b"{").is_err());
     }

@@ -140,7 +140,9 @@ impl Appender {
             .await
             .map_err(|_| AppendError::Unacknowledged("the appender has stopped".into()))?;
         answer.await.map_err(|_| {
-            AppendError::Unacknowledged("the appender dropped the append; it may have been stored".into())
+            AppendError::Unacknowledged(
+                "the appender dropped the append; it may have been stored".into(),
+            )
         })?
     }
 }
@@ -229,7 +231,12 @@ pub(super) async fn single(
                 return Err(AppendError::WrongLastSequence)
             }
             Err(e) if attempt < 40 && msg_id_in_process(&e) => {
-                tracing::debug!(subject, msg_id, attempt, "the same msg id is being stored by another publish; sending again");
+                tracing::debug!(
+                    subject,
+                    msg_id,
+                    attempt,
+                    "the same msg id is being stored by another publish; sending again"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(25 * attempt.min(8))).await;
             }
             Err(e) => return Err(AppendError::Unacknowledged(e.to_string())),
