@@ -20,20 +20,46 @@ async fn store(nats: &NatsServer, group_commit: bool) -> anyhow::Result<EventSto
 async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let s = store(&nats, true).await?;
-    // Each subject gets one event first, so "expected 0" is wrong for it from then on.
+    // Each subject gets one event first, all 600 at once (every one of them right), so "expected 0"
+    // is wrong for it from then on.
+    let seeds = join_all((0..600).map(|i| {
+        let s = s.clone();
+        async move {
+            let subject = format!("gc.events.a{i}");
+            let ack = s
+                .append(
+                    &subject,
+                    format!("seed-{i}").into(),
+                    0,
+                    &format!("seed-{i}"),
+                )
+                .await;
+            (i, ack)
+        }
+    }))
+    .await;
     let mut seeded = BTreeMap::new();
-    for i in 0..600 {
-        let subject = format!("gc.events.a{i}");
-        let ack = s
-            .append(
-                &subject,
-                format!("seed-{i}").into(),
-                0,
-                &format!("seed-{i}"),
-            )
-            .await?;
+    for (i, ack) in seeds {
+        let ack = ack.map_err(|e| anyhow::anyhow!("seed {i}: {e}"))?;
         seeded.insert(i, ack.sequence);
     }
+    let mut seqs: Vec<u64> = seeded.values().copied().collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=600).collect::<Vec<_>>(),
+        "every seed acked at its own sequence"
+    );
+    let stats = s.group_commit_stats().expect("group commit is on");
+    assert!(
+        stats.batches.load(Ordering::Relaxed) > 0,
+        "no batch was formed by 600 concurrent appends"
+    );
+    assert_eq!(
+        stats.refused.load(Ordering::Relaxed),
+        0,
+        "a batch of right appends was refused"
+    );
     let results = join_all((0..600).map(|i| {
         let s = s.clone();
         let expected = if i % 6 == 0 { 0 } else { seeded[&i] };
@@ -51,11 +77,6 @@ async fn every_append_of_a_batch_gets_its_own_answer() -> anyhow::Result<()> {
         }
     }))
     .await;
-    let stats = s.group_commit_stats().expect("group commit is on");
-    assert!(
-        stats.batches.load(Ordering::Relaxed) > 0,
-        "no batch was formed by 600 concurrent appends"
-    );
     assert!(
         stats.refused.load(Ordering::Relaxed) > 0,
         "no batch held a wrong expected sequence"
