@@ -403,18 +403,22 @@ async fn dfs_random_file_ids_and_names_survive_the_projection() -> anyhow::Resul
         .ok();
     }
     for (i, f) in files.iter().enumerate() {
-        let got: Value = loop {
-            let r = c
-                .request(
-                    "dfs.coordinator",
-                    &json!({"request_type": "GET_FILE", "file_id": f}),
-                )
-                .await?;
-            if r.code() != Some("not_found") {
-                break r.ok();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        // The catalog read model shows the commit once its projection has applied it.
+        let got: Value = e2e::eventually(
+            std::time::Duration::from_secs(10),
+            "the committed file in the catalog",
+            || async {
+                let r = c
+                    .request(
+                        "dfs.coordinator",
+                        &json!({"request_type": "GET_FILE", "file_id": f}),
+                    )
+                    .await
+                    .expect("GET_FILE");
+                (r.code() != Some("not_found")).then(|| r.ok())
+            },
+        )
+        .await;
         assert_eq!(got["file_id"], json!(f));
         assert_eq!(got["name"], json!(format!("name\0{i}\u{1}")));
         let loc = c

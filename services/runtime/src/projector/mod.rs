@@ -26,7 +26,8 @@
 //!   parked in `runtime.dead_letters` with the reason and counted, and the projection moves on;
 //! - a lost connection rolls back and retries the same batch until PostgreSQL is back.
 //!
-//! [`ProjectionHandle::wait_for`] implements the contract's `min_seq`.
+//! [`ProjectionHandle::wait_for`] implements the contract's `min_seq`; [`ProjectionHandle::drain`]
+//! waits for everything the stream holds now (for tests, instead of sleeping).
 //!
 //! The pieces: this module (the [`Projection`] trait, [`spawn`], [`rebuild`], the handle),
 //! [`runner`] (the lease, the consumer, the batches) and [`batch`] (one batch's commit, and
@@ -76,6 +77,8 @@ pub struct ProjectionHandle {
 struct HandleInner {
     name: &'static str,
     pool: PgPool,
+    /// The stream the projection follows (for [`ProjectionHandle::drain`]).
+    store: EventStore,
     checkpoint: watch::Sender<u64>,
     start_seq: u64,
     lag: AtomicI64,
@@ -204,6 +207,24 @@ impl ProjectionHandle {
             let _ = tokio::time::timeout(step, rx.changed()).await;
         }
     }
+
+    /// Waits until the read model has applied every event the stream held when called (committed
+    /// by this or any other process), and returns the checkpoint then. For tests and tools that
+    /// must see a projection caught up, instead of sleeping.
+    ///
+    /// # Errors
+    /// `unavailable` when the stream's last sequence cannot be read, or after `timeout` (naming
+    /// where the projection is).
+    pub async fn drain(&self, timeout: Duration) -> Result<u64, ServiceError> {
+        let last = self.inner.store.last_seq().await.map_err(|e| {
+            ServiceError::unavailable(format!(
+                "the {} read model cannot be drained: {e:#}",
+                self.inner.name
+            ))
+        })?;
+        self.wait_for(Some(last), timeout).await?;
+        Ok(self.checkpoint())
+    }
 }
 
 /// The durable consumer earlier versions shared between processes (`proj_<name>`); deleted by a
@@ -257,6 +278,7 @@ pub async fn spawn<P: Projection>(
         inner: Arc::new(HandleInner {
             name: P::NAME,
             pool: pool.clone(),
+            store: store.clone(),
             checkpoint: tx,
             start_seq,
             lag: AtomicI64::new(start_seq as i64),
