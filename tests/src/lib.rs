@@ -346,11 +346,23 @@ pub struct Services {
 }
 
 impl Services {
-    /// Starts `names` (all when empty) with `config` and waits until they are ready.
+    /// Starts `names` (all when empty) with the runtime section `config` (every context's section
+    /// from the environment) and waits until they are ready.
     ///
     /// # Errors
     /// They did not start.
     pub async fn start(config: runtime::Config, names: &[&str]) -> anyhow::Result<Self> {
+        Self::start_configured(switchyard::Configuration::with_runtime(config)?, names).await
+    }
+
+    /// [`Services::start`] with the whole configuration.
+    ///
+    /// # Errors
+    /// They did not start.
+    pub async fn start_configured(
+        config: switchyard::Configuration,
+        names: &[&str],
+    ) -> anyhow::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -134,10 +134,11 @@ async fn each_user_may_do_its_work_and_the_server_refuses_the_rest() -> anyhow::
         "nats://switchyard:{}@127.0.0.1:{port}",
         password(&dir, "switchyard")
     );
-    let mut config = runtime::Config::for_urls(&url, &db.url);
+    let mut config =
+        switchyard::Configuration::with_runtime(runtime::Config::for_urls(&url, &db.url))?;
     let data = tempfile::tempdir()?;
-    config.dfs_dir = data.path().join("dfs").to_string_lossy().to_string();
-    let _services = e2e::Services::start(config, &[]).await?;
+    config.dfs.dir = data.path().join("dfs").to_string_lossy().to_string();
+    let _services = e2e::Services::start_configured(config, &[]).await?;
 
     let admin = connect(port, &dir, "admin").await?;
     let js = jetstream::new(admin.nats.clone());

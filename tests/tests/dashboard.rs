@@ -33,9 +33,9 @@ async fn dashboard_views_follow_the_live_subjects() -> anyhow::Result<()> {
         "SWITCHYARD_DASHBOARD_DIR",
         browser::dashboard_dir().join("dist"),
     );
-    let mut config = env.config();
-    config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
-    let services = e2e::Services::start(config, &[]).await?;
+    let mut config = switchyard::Configuration::with_runtime(env.config())?;
+    config.dfs.dir = dir.path().join("dfs").to_string_lossy().to_string();
+    let services = e2e::Services::start_configured(config, &[]).await?;
     let http = services.http_addr.expect("the gateway runs");
     let c = env.client().await?;
 
@@ -155,9 +155,12 @@ async fn dashboard_operator_signs_in_under_the_accounts() -> anyhow::Result<()> 
             nats.port
         )
     };
-    let mut config = runtime::Config::for_urls(&url("switchyard"), &db.url);
-    config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
-    let services = e2e::Services::start(config, &[]).await?;
+    let mut config = switchyard::Configuration::with_runtime(runtime::Config::for_urls(
+        &url("switchyard"),
+        &db.url,
+    ))?;
+    config.dfs.dir = dir.path().join("dfs").to_string_lossy().to_string();
+    let services = e2e::Services::start_configured(config, &[]).await?;
     let http = services.http_addr.expect("the gateway runs");
     let admin = Client {
         nats: async_nats::ConnectOptions::new()

@@ -29,15 +29,15 @@ impl World {
     async fn start(servers: u32, with_gateway: bool) -> anyhow::Result<Self> {
         let env = TestEnv::new().await?;
         let dir = tempfile::tempdir()?;
-        let mut config = env.config();
-        config.dfs_dir = dir.path().join("data").to_string_lossy().to_string();
-        config.dfs_servers = servers;
+        let mut config = switchyard::Configuration::with_runtime(env.config())?;
+        config.dfs.dir = dir.path().join("data").to_string_lossy().to_string();
+        config.dfs.servers = servers;
         let names: &[&str] = if with_gateway {
             &["dfs", "gateway"]
         } else {
             &["dfs"]
         };
-        let services = Services::start(config, names).await?;
+        let services = Services::start_configured(config, names).await?;
         let c = env.client().await?;
         Ok(Self {
             env,
@@ -691,9 +691,9 @@ async fn a_restart_loses_nothing() -> anyhow::Result<()> {
     .await?;
     let servers = w.servers().await;
     w.services.kill();
-    let mut config = w.env.config();
-    config.dfs_dir = w.dir.path().join("data").to_string_lossy().to_string();
-    w.services = Services::start(config, &["dfs"]).await?;
+    let mut config = switchyard::Configuration::with_runtime(w.env.config())?;
+    config.dfs.dir = w.dir.path().join("data").to_string_lossy().to_string();
+    w.services = Services::start_configured(config, &["dfs"]).await?;
     let mut again = w.servers().await;
     again.sort();
     let mut before = servers.clone();

@@ -371,10 +371,10 @@ async fn cluster_random_ids_survive_the_projection() -> anyhow::Result<()> {
 async fn dfs_random_file_ids_and_names_survive_the_projection() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let dir = tempfile::tempdir()?;
-    let mut config = env.config();
-    config.dfs_dir = dir.path().join("data").to_string_lossy().to_string();
-    config.dfs_servers = 3;
-    let _svc = e2e::Services::start(config, &["dfs"]).await?;
+    let mut config = switchyard::Configuration::with_runtime(env.config())?;
+    config.dfs.dir = dir.path().join("data").to_string_lossy().to_string();
+    config.dfs.servers = 3;
+    let _svc = e2e::Services::start_configured(config, &["dfs"]).await?;
     let c = env.client().await?;
     // One real upload stores the chunk that every commit below names.
     let path = dir.path().join("one.bin");

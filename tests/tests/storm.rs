@@ -297,9 +297,9 @@ async fn malformed_bodies_on_every_subject_get_contract_errors_and_change_nothin
     let root = tempfile::tempdir()?;
     // Deep inside the watched directory, so that a path escaping it by a few `..` lands in view.
     let dfs_dir = root.path().join("a/b/c/d/dfs");
-    let mut config = env.config();
-    config.dfs_dir = dfs_dir.to_string_lossy().to_string();
-    let _svc = e2e::Services::start(config, &[]).await?;
+    let mut config = switchyard::Configuration::with_runtime(env.config())?;
+    config.dfs.dir = dfs_dir.to_string_lossy().to_string();
+    let _svc = e2e::Services::start_configured(config, &[]).await?;
     let c = env.client().await?;
     let servers = c
         .request(

@@ -17,9 +17,8 @@
 
 use crate::domain::{self, Event, Manager};
 use crate::handlers::{manager_subject, tree_subject};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::kv;
-use futures::StreamExt;
+use runtime::follow::Follower;
 use runtime::store::{decode_event, EventStore};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -198,48 +197,21 @@ struct Publisher {
 
 impl Publisher {
     async fn run(mut self) {
-        loop {
-            if let Err(e) = self.follow().await {
-                tracing::warn!(error = %e, next = self.next, "live tree publisher interrupted; resuming");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-
-    async fn follow(&mut self) -> anyhow::Result<()> {
-        let stream = self
-            .store
-            .jetstream()
-            .get_stream(self.store.name())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: self.next.max(1),
-                },
-                description: Some("cluster live tree publisher".into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the ordered consumer: {e}"))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut follower = Follower::new(
+            self.store.jetstream(),
+            self.store.name(),
+            "cluster live tree publisher",
+        )
+        .from(self.next.max(1));
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                m = messages.next() => {
-                    let Some(m) = m else { anyhow::bail!("the ordered consumer ended") };
-                    let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                    if seq < self.next {
-                        continue;
+                chunk = follower.next(256) => {
+                    for m in chunk {
+                        let span = tracing::debug_span!("tree_delta", seq = m.seq);
+                        self.publish(m.seq, &m.payload).instrument(span).await;
+                        self.next = m.seq + 1;
                     }
-                    let span = tracing::debug_span!("tree_delta", seq);
-                    self.publish(seq, &m.payload).instrument(span).await;
-                    self.next = seq + 1;
                 }
                 _ = tick.tick() => self.save().await,
             }

@@ -4,20 +4,16 @@
 //! garbage removal). Its only memory is when each server was last heard; everything else is in
 //! the event stream and the read model.
 
-use crate::domain::{self, Action, Decision, FileError, FileState, ServerState};
-use crate::queries;
+use crate::domain::{self, Action, FileState, ServerState};
 use crate::settings::Settings;
 use crate::transfer;
+use crate::{handlers, queries};
 use futures::StreamExt;
 use runtime::projector::ProjectionHandle;
-use runtime::service::{Endpoints, Request};
+use runtime::service::Endpoints;
 use runtime::store::{stamp, CommandError, EventStore, Repository};
 use runtime::{Ctx, ServiceError};
-use schemas::dfs::{
-    ChunkLocationsReply, ChunkServersReply, ClientIdReply, CommitFile, CommitFileReply,
-    CoordinatorRequest, DeleteFileReply, DfsEvent, Heartbeat, ListFilesReply, UploadChunk,
-};
-use serde_json::Value;
+use schemas::dfs::{DfsEvent, Heartbeat, UploadChunk};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,19 +25,19 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct Coordinator {
     pub(crate) store: EventStore,
-    files: Repository<FileState>,
+    pub(crate) files: Repository<FileState>,
     servers: Repository<ServerState>,
     pub(crate) pool: sqlx::PgPool,
     pub(crate) catalog: ProjectionHandle,
     client: async_nats::Client,
     settings: Settings,
-    default_replicas: u32,
-    max_chunk: u64,
-    wait: Duration,
+    pub(crate) default_replicas: u32,
+    pub(crate) max_chunk: u64,
+    pub(crate) wait: Duration,
     /// When each server was last heard.
     seen: Arc<Mutex<HashMap<String, Instant>>>,
     /// Wakes the repair loop early (a server was lost, a file deleted).
-    repair_now: Arc<Notify>,
+    pub(crate) repair_now: Arc<Notify>,
     /// The lease that makes one coordinator (of several processes) the one that repairs.
     lease: async_nats::jetstream::stream::Stream,
     /// This process's name in the lease.
@@ -56,10 +52,6 @@ const LEASE_SUBJECT: &str = "dfs.lease.repair";
 /// How long a lease lasts without renewal.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
-fn file_subject(file_id: &str) -> String {
-    format!("dfs.events.file.{}", schemas::encode_token(file_id))
-}
-
 fn server_subject(server_id: &str) -> String {
     format!("dfs.events.server.{server_id}")
 }
@@ -72,10 +64,6 @@ impl From<AlreadyDone> for ServiceError {
     fn from(_: AlreadyDone) -> Self {
         ServiceError::conflict("the server is in that state already")
     }
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ServiceError> {
-    serde_json::to_value(v).map_err(|e| ServiceError::internal(e.to_string()))
 }
 
 impl Coordinator {
@@ -115,8 +103,8 @@ impl Coordinator {
             pool: ctx.pool.clone(),
             catalog,
             client: ctx.client.clone(),
+            default_replicas: settings.replicas.clamp(1, 16),
             settings,
-            default_replicas: ctx.config.dfs_replicas.clamp(1, 16),
             max_chunk,
             wait: ctx.config.min_seq_wait,
             seen: Arc::default(),
@@ -144,7 +132,7 @@ impl Coordinator {
         .await?;
         endpoints
             .with_state(Arc::new(me.clone()))
-            .on_with_limit("dfs.coordinator", 8 * 1024 * 1024, Self::handle)
+            .on_with_limit("dfs.coordinator", 8 * 1024 * 1024, handlers::handle)
             .await?;
         let heartbeats = ctx.client.subscribe("dfs.heartbeat.*").await?;
         tokio::spawn(
@@ -161,130 +149,13 @@ impl Coordinator {
     }
 
     /// Waits until the catalog has projected everything appended so far.
-    async fn catch_up(&self) -> Result<(), ServiceError> {
+    pub(crate) async fn catch_up(&self) -> Result<(), ServiceError> {
         let last = self
             .store
             .last_seq()
             .await
             .map_err(|e| ServiceError::unavailable(e.to_string()))?;
         self.catalog.wait_for(Some(last), self.wait).await
-    }
-
-    /// Before a file query: waits for `min_seq` when given; otherwise reads its writes, waiting
-    /// (briefly) for the catalog to reach the end of the stream, so that a file committed or deleted
-    /// a moment ago is seen as such. A catalog that lags behind is served as it is.
-    async fn settle(&self, min_seq: Option<u64>) -> Result<(), ServiceError> {
-        if min_seq.is_some() {
-            return self.catalog.wait_for(min_seq, self.wait).await;
-        }
-        if let Err(e) = self.catch_up().await {
-            tracing::warn!(error = %e.message, "the catalog lags; answering from it as it is");
-        }
-        Ok(())
-    }
-
-    /// `dfs.coordinator`: one subject, the request's `request_type` says what.
-    async fn handle(
-        self: Arc<Self>,
-        request: CoordinatorRequest,
-        req: Request,
-    ) -> Result<Value, ServiceError> {
-        match request {
-            CoordinatorRequest::GET_CLIENT_ID {} => to_value(&ClientIdReply {
-                client_id: uuid::Uuid::new_v4().to_string(),
-            }),
-            CoordinatorRequest::GET_CHUNK_SERVERS { min_seq } => {
-                self.catalog.wait_for(min_seq, self.wait).await?;
-                to_value(&ChunkServersReply {
-                    chunk_servers: queries::live_servers(&self.pool).await?,
-                })
-            }
-            CoordinatorRequest::GET_CHUNK_LOCATIONS { file_id, min_seq } => {
-                self.settle(min_seq).await?;
-                to_value(&ChunkLocationsReply {
-                    chunk_locations: queries::chunk_locations(&self.pool, &file_id).await?,
-                })
-            }
-            CoordinatorRequest::LIST_FILES { min_seq } => {
-                self.settle(min_seq).await?;
-                to_value(&ListFilesReply {
-                    files: queries::list_files(&self.pool).await?,
-                })
-            }
-            CoordinatorRequest::GET_FILE { file_id, min_seq } => {
-                self.settle(min_seq).await?;
-                match queries::get_file(&self.pool, &file_id).await? {
-                    Some(f) => to_value(&f),
-                    None => Err(ServiceError::not_found(format!("no file {file_id:?}"))),
-                }
-            }
-            CoordinatorRequest::COMMIT_FILE(commit) => self.commit(commit, req.msg_id()).await,
-            CoordinatorRequest::DELETE_FILE { file_id } => {
-                schemas::check_id("file_id", &file_id).map_err(ServiceError::invalid)?;
-                let subject = file_subject(&file_id);
-                let id = file_id.clone();
-                let reply = self
-                    .files
-                    .execute(
-                        &subject,
-                        req.msg_id(),
-                        |s, _| domain::decide_delete(s, &id),
-                        |_, _, seq| DeleteFileReply {
-                            file_id: file_id.clone(),
-                            deleted: true,
-                            seq,
-                        },
-                    )
-                    .await?;
-                self.repair_now.notify_one();
-                to_value(&reply)
-            }
-        }
-    }
-
-    async fn commit(
-        &self,
-        commit: CommitFile,
-        msg_id: Option<&str>,
-    ) -> Result<Value, ServiceError> {
-        domain::check_commit(&commit, self.max_chunk)?;
-        let commit = domain::normalise_commit(commit, self.default_replicas);
-        let subject = file_subject(&commit.file_id);
-        let (state, seq) = self.files.state(&subject).await?;
-        if domain::decide_commit(&state, &commit)? == Decision::AlreadyDone {
-            return to_value(&CommitFileReply {
-                file_id: commit.file_id,
-                seq,
-            });
-        }
-        // The chunk servers appended ChunkStored before they answered the uploads: see them.
-        self.catch_up().await?;
-        let missing = queries::unstored_chunks(&self.pool, &commit.chunks).await?;
-        if !missing.is_empty() {
-            return Err(ServiceError::conflict(format!(
-                "{} chunk(s) are not stored on any chunk server with that size and sha256 (first: {}); upload them before COMMIT_FILE",
-                missing.len(),
-                missing[0]
-            )));
-        }
-        let reply = self
-            .files
-            .execute(
-                &subject,
-                msg_id,
-                |s, _| match domain::decide_commit(s, &commit)? {
-                    Decision::Append(e) => Ok(e),
-                    Decision::AlreadyDone => Err(FileError::Conflict(
-                        "the file was committed concurrently; ask GET_FILE".into(),
-                    )),
-                },
-                |_, _, seq| CommitFileReply {
-                    file_id: commit.file_id.clone(),
-                    seq,
-                },
-            )
-            .await?;
-        to_value(&reply)
     }
 
     /// Follows heartbeats: a server heard while not live joins (then its disk is reconciled); a

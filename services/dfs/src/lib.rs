@@ -3,10 +3,10 @@
 //! - [`domain`]: pure rules (chunk ids, framing, upload checks, file/server decisions, the repair
 //!   planner, HTTP ranges).
 //! - [`disk`] and [`chunk_server`]: a chunk server (`dfs-chunk` on `dfs.chunk.<id>`).
-//! - [`coordinator`], [`projection`], [`queries`]: the coordinator (`dfs-coordinator` on
-//!   `dfs.coordinator`), its catalog read model, heartbeats, re-replication and garbage collection.
+//! - [`coordinator`]: the coordinator (`dfs-coordinator` on `dfs.coordinator`): heartbeats,
+//!   re-replication and garbage collection; `handlers` (its commands, and the `request_type`
+//!   dispatch) and [`queries`]; [`projection`]: the catalog read model.
 //! - [`client`]: `switchyard dfs put|get|ls|rm`; [`http`]: `GET /files/{file_id}` with `Range`.
-//! - [`bench`]: the throughput and re-replication benchmark.
 //!
 //! Settings beside the contract's (`SWITCHYARD_DFS_SERVERS`, `SWITCHYARD_DFS_DIR`,
 //! `SWITCHYARD_DFS_REPLICAS`): `SWITCHYARD_DFS_HEARTBEAT_MS` (1000), `SWITCHYARD_DFS_DEAD_AFTER_MS`
@@ -22,6 +22,7 @@ pub mod coordinator;
 pub mod disk;
 pub mod domain;
 pub mod fanout;
+mod handlers;
 pub mod http;
 pub mod live;
 pub mod projection;
@@ -40,26 +41,26 @@ pub use settings::Settings;
 pub const STREAM: &str = "DFS";
 
 /// Starts the dfs service in this process: stream, migrations, the catalog projection, the
-/// coordinator and `ctx.config.dfs_servers` chunk servers (directories `<dfs_dir>/server-<n>`).
+/// coordinator and `settings.servers` chunk servers (directories `<settings.dir>/server-<n>`).
 ///
 /// # Errors
 /// A dependency is unreachable or a data directory is unusable.
-pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+pub async fn start(ctx: &Ctx, settings: &Settings) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "dfs", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("dfs", STREAM).await?;
     let catalog = ctx.projection("dfs", &store, projection::Catalog).await?;
     live::start(ctx, catalog.clone()).await?;
-    let coordinator = coordinator::Coordinator::start(ctx, store, catalog, settings).await?;
+    let coordinator =
+        coordinator::Coordinator::start(ctx, store, catalog, settings.clone()).await?;
     let mut ids = Vec::new();
-    for n in 1..=ctx.config.dfs_servers {
-        let dir = PathBuf::from(&ctx.config.dfs_dir).join(format!("server-{n}"));
+    for n in 1..=settings.servers {
+        let dir = PathBuf::from(&settings.dir).join(format!("server-{n}"));
         let server = chunk_server::start(
             ctx.client.clone(),
             ChunkServerOptions {
                 dir,
                 id: None,
-                settings,
+                settings: settings.clone(),
             },
         )
         .await?;

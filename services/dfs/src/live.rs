@@ -9,8 +9,7 @@
 //! event) their new state is read from the read model and published. Every process publishes; each
 //! message is a complete state, so a repeat does no harm.
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use futures::StreamExt as _;
+use runtime::follow::Follower;
 use runtime::projector::ProjectionHandle;
 use runtime::service::Endpoints;
 use runtime::sqltext::{esc, unesc, unesc_all};
@@ -211,42 +210,20 @@ struct Dirty {
 }
 
 impl Publisher {
+    /// Follows the stream from its end, noting what each event changes and publishing it
+    /// [`FLUSH_AFTER`] after the first change of a round.
     async fn run(self) {
-        let mut start = None;
-        loop {
-            if let Err(e) = self.follow(&mut start).await {
-                tracing::warn!(error = %format!("{e:#}"), "dfs live publisher interrupted; resuming");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-
-    async fn follow(&self, start: &mut Option<u64>) -> anyhow::Result<()> {
-        let stream = self.js.get_stream(crate::STREAM).await?;
-        let deliver_policy = match *start {
-            Some(s) => DeliverPolicy::ByStartSequence { start_sequence: s },
-            None => DeliverPolicy::New,
-        };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy,
-                description: Some("dfs live publisher".into()),
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
+        let mut follower = Follower::new(&self.js, crate::STREAM, "dfs live publisher");
         let mut dirty = Dirty::default();
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let wait =
                 due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                m = messages.next() => {
-                    let Some(m) = m else { anyhow::bail!("the ordered consumer ended") };
-                    let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                    *start = Some(seq + 1);
-                    self.note(seq, &m.payload, &mut dirty).await;
+                chunk = follower.next(256) => {
+                    for m in chunk {
+                        self.note(m.seq, &m.payload, &mut dirty).await;
+                    }
                     if due.is_none() {
                         due = Some(tokio::time::Instant::now() + FLUSH_AFTER);
                     }

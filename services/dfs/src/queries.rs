@@ -1,11 +1,83 @@
-//! Reads of the catalog read model (see [`crate::projection`]).
+//! The coordinator's queries (the `GET_*` and `LIST_FILES` requests of `dfs.coordinator`) and the
+//! reads of the catalog read model behind them (see [`crate::projection`]).
 
+use crate::coordinator::Coordinator;
 use crate::domain::ChunkStatus;
+use crate::handlers::to_value;
 use chrono::{DateTime, Utc};
 use runtime::sqltext::{esc, esc_all, unesc};
-use schemas::dfs::{ChunkServerAddr, FileChunk, FileInfo, FileSummary};
+use runtime::ServiceError;
+use schemas::dfs::{
+    ChunkLocationsReply, ChunkServerAddr, ChunkServersReply, ClientIdReply, FileChunk, FileInfo,
+    FileSummary, ListFilesReply,
+};
+use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
+
+/// Before a file query: waits for `min_seq` when given; otherwise reads its writes, waiting
+/// (briefly) for the catalog to reach the end of the stream, so that a file committed or deleted
+/// a moment ago is seen as such. A catalog that lags behind is served as it is.
+async fn settle(c: &Coordinator, min_seq: Option<u64>) -> Result<(), ServiceError> {
+    if min_seq.is_some() {
+        return c.catalog.wait_for(min_seq, c.wait).await;
+    }
+    if let Err(e) = c.catch_up().await {
+        tracing::warn!(error = %e.message, "the catalog lags; answering from it as it is");
+    }
+    Ok(())
+}
+
+/// `GET_CLIENT_ID`: a fresh client id.
+pub(crate) fn client_id() -> Result<Value, ServiceError> {
+    to_value(&ClientIdReply {
+        client_id: uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// `GET_CHUNK_SERVERS`: the live chunk servers.
+pub(crate) async fn chunk_servers(
+    c: &Coordinator,
+    min_seq: Option<u64>,
+) -> Result<Value, ServiceError> {
+    c.catalog.wait_for(min_seq, c.wait).await?;
+    to_value(&ChunkServersReply {
+        chunk_servers: live_servers(&c.pool).await?,
+    })
+}
+
+/// `GET_CHUNK_LOCATIONS`: where each chunk of a file is.
+pub(crate) async fn locations(
+    c: &Coordinator,
+    file_id: &str,
+    min_seq: Option<u64>,
+) -> Result<Value, ServiceError> {
+    settle(c, min_seq).await?;
+    to_value(&ChunkLocationsReply {
+        chunk_locations: chunk_locations(&c.pool, file_id).await?,
+    })
+}
+
+/// `LIST_FILES`: every committed file.
+pub(crate) async fn files(c: &Coordinator, min_seq: Option<u64>) -> Result<Value, ServiceError> {
+    settle(c, min_seq).await?;
+    to_value(&ListFilesReply {
+        files: list_files(&c.pool).await?,
+    })
+}
+
+/// `GET_FILE`: one file, or `not_found`.
+pub(crate) async fn file(
+    c: &Coordinator,
+    file_id: &str,
+    min_seq: Option<u64>,
+) -> Result<Value, ServiceError> {
+    settle(c, min_seq).await?;
+    match get_file(&c.pool, file_id).await? {
+        Some(f) => to_value(&f),
+        None => Err(ServiceError::not_found(format!("no file {file_id:?}"))),
+    }
+}
 
 fn addr(server_id: String, subject: String) -> ChunkServerAddr {
     ChunkServerAddr {

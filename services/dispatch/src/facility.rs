@@ -46,17 +46,15 @@ pub struct SsdSpec {
     pub datasets: Vec<w::DatasetSize>,
 }
 
-/// The facility file to load at start (`None`: none).
+/// The facility file to load at start (`None`: none), from the value of
+/// `SWITCHYARD_DISPATCH_FACILITY`: unset, the built-in one; `none`, none; otherwise a file's path.
 ///
 /// # Errors
 /// The named file cannot be read or parsed.
-pub fn configured() -> anyhow::Result<Option<FacilityFile>> {
-    let text = match std::env::var("SWITCHYARD_DISPATCH_FACILITY")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    {
-        Some(v) if v.trim() == "none" => return Ok(None),
-        Some(path) => std::fs::read_to_string(&path)
+pub fn configured(setting: Option<&str>) -> anyhow::Result<Option<FacilityFile>> {
+    let text = match setting.map(str::trim) {
+        Some("none") => return Ok(None),
+        Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading SWITCHYARD_DISPATCH_FACILITY={path}: {e}"))?,
         None => DEFAULT.to_string(),
     };
@@ -139,13 +137,17 @@ pub async fn load(store: &EventStore, view: &View, file: &FacilityFile) -> anyho
 /// Loads the configured facility when the context has none.
 ///
 /// # Errors
-/// As [`load`] and [`configured`].
-pub async fn load_default(store: &EventStore, view: &View) -> anyhow::Result<()> {
+/// As [`load`].
+pub async fn load_default(
+    store: &EventStore,
+    view: &View,
+    configured: Option<&FacilityFile>,
+) -> anyhow::Result<()> {
     if view.read(|m| m.facility.is_some()) {
         return Ok(());
     }
-    match configured()? {
-        Some(file) => load(store, view, &file).await,
+    match configured {
+        Some(file) => load(store, view, file).await,
         None => Ok(()),
     }
 }

@@ -127,16 +127,54 @@ pub struct Dispatch {
     pub reply_wait: Duration,
 }
 
+/// The dispatch section of the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SWITCHYARD_DISPATCH_REPLY_WAIT_MS` (default 1500, 0 = none): how long a
+    /// `request-datasets` reply waits for the dispatcher to reserve free carts.
+    pub reply_wait: Duration,
+    /// `SWITCHYARD_DISPATCH_FACILITY`: the facility loaded at start when the stream has none
+    /// (unset: the built-in one; `none`: none; otherwise a file's path, read and parsed here).
+    pub facility: Option<facility::FacilityFile>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            reply_wait: Duration::from_millis(1500),
+            facility: facility::configured(None).ok().flatten(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// A setting that does not parse, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            reply_wait: Duration::from_millis(runtime::config::setting(
+                "SWITCHYARD_DISPATCH_REPLY_WAIT_MS",
+                1500,
+            )?),
+            facility: facility::configured(
+                runtime::config::var("SWITCHYARD_DISPATCH_FACILITY").as_deref(),
+            )?,
+        })
+    }
+}
+
 /// Starts the dispatch service in this process: stream, migrations, view, default facility,
 /// read-model projection, dispatcher, endpoints (micro service `dispatch`).
 ///
 /// # Errors
 /// A dependency is unreachable.
-pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+pub async fn start(ctx: &Ctx, settings: &Settings) -> anyhow::Result<()> {
     let store = ctx.event_store("dispatch", STREAM).await?;
     runtime::db::migrate(&ctx.pool, "dispatch", sqlx::migrate!("./migrations")).await?;
     let view = View::start(store.clone()).await?;
-    facility::load_default(&store, &view).await?;
+    facility::load_default(&store, &view, settings.facility.as_ref()).await?;
     let read_model = ctx
         .projection("dispatch", &store, projection::ReadModel)
         .await?;
@@ -152,10 +190,7 @@ pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
         pool: ctx.pool.clone(),
         read_model,
         wait: ctx.config.min_seq_wait,
-        reply_wait: Duration::from_millis(runtime::config::setting(
-            "SWITCHYARD_DISPATCH_REPLY_WAIT_MS",
-            1500,
-        )?),
+        reply_wait: settings.reply_wait,
     });
     dispatcher::spawn(d.clone()).await?;
     let ep = Endpoints::start(

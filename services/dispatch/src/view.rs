@@ -5,9 +5,8 @@
 
 use crate::domain::Model;
 use crate::STREAM_SUBJECTS;
-use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
-use futures::StreamExt;
-use runtime::store::{decode_event, EventStore};
+use runtime::follow::Follower;
+use runtime::store::EventStore;
 use runtime::ServiceError;
 use schemas::dispatch::DispatchEvent;
 use std::collections::HashMap;
@@ -48,89 +47,65 @@ impl View {
     }
 
     async fn follow(self) {
+        let mut follower =
+            Follower::new(self.store.jetstream(), self.store.name(), "dispatch view")
+                .subjects(STREAM_SUBJECTS)
+                .from(self.seq() + 1);
         loop {
-            let from = self.seq() + 1;
-            match self.consume(from).await {
-                Ok(()) => tracing::warn!("the dispatch view's consumer ended; restarting"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the dispatch view's consumer failed; restarting")
-                }
+            let chunk = follower.next(1000).await;
+            let decoded: Vec<(u64, Option<DispatchEvent>)> = chunk
+                .iter()
+                .map(|m| match m.event::<DispatchEvent>() {
+                    Ok((_, e)) => (m.seq, Some(e)),
+                    Err(reason) => {
+                        tracing::error!(seq = m.seq, %reason, "the dispatch view skips an event it cannot read");
+                        (m.seq, None)
+                    }
+                })
+                .collect();
+            if let Err(e) = self.fold(&decoded) {
+                tracing::error!(error = %e, "the dispatch view stopped");
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    async fn consume(&self, from: u64) -> anyhow::Result<()> {
-        let stream = self
-            .store
-            .jetstream()
-            .get_stream(self.store.name())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: STREAM_SUBJECTS.into(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the view's consumer: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut chunks = messages.ready_chunks(1000);
-        while let Some(chunk) = chunks.next().await {
-            let mut decoded: Vec<(u64, Option<DispatchEvent>)> = Vec::with_capacity(chunk.len());
-            for m in chunk {
-                let m: jetstream::Message = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let Ok(info) = m.info() else { continue };
-                let seq = info.stream_sequence;
-                match decode_event::<DispatchEvent>(&m.payload) {
-                    Ok((_, e)) => decoded.push((seq, Some(e))),
-                    Err(reason) => {
-                        tracing::error!(seq, %reason, "the dispatch view skips an event it cannot read");
-                        decoded.push((seq, None));
-                    }
+    /// Folds events into the model, wakes the waiters of reserved requests, moves the sequence on.
+    fn fold(&self, decoded: &[(u64, Option<DispatchEvent>)]) -> anyhow::Result<()> {
+        let last = {
+            let Ok(mut model) = self.model.write() else {
+                anyhow::bail!("the view's lock is poisoned")
+            };
+            for (seq, e) in decoded {
+                if *seq <= model.seq {
+                    continue;
+                }
+                match e {
+                    Some(e) => model.apply(*seq, e),
+                    None => model.seq = *seq,
                 }
             }
-            let last = {
-                let Ok(mut model) = self.model.write() else {
-                    anyhow::bail!("the view's lock is poisoned")
-                };
-                for (seq, e) in &decoded {
-                    if *seq <= model.seq {
-                        continue;
-                    }
-                    match e {
-                        Some(e) => model.apply(*seq, e),
-                        None => model.seq = *seq,
-                    }
-                }
-                model.seq
-            };
-            if let Ok(waiters) = self.waiters.lock() {
-                if !waiters.is_empty() {
-                    for (_, e) in &decoded {
-                        if let Some(DispatchEvent::CartReserved(e)) = e {
-                            if let Some(n) = waiters.get(&e.request_id) {
-                                n.notify_waiters();
-                            }
+            model.seq
+        };
+        if let Ok(waiters) = self.waiters.lock() {
+            if !waiters.is_empty() {
+                for (_, e) in decoded {
+                    if let Some(DispatchEvent::CartReserved(e)) = e {
+                        if let Some(n) = waiters.get(&e.request_id) {
+                            n.notify_waiters();
                         }
                     }
                 }
             }
-            self.seq.send_if_modified(|s| {
-                if last > *s {
-                    *s = last;
-                    true
-                } else {
-                    false
-                }
-            });
         }
+        self.seq.send_if_modified(|s| {
+            if last > *s {
+                *s = last;
+                true
+            } else {
+                false
+            }
+        });
         Ok(())
     }
 

@@ -248,7 +248,7 @@ pub async fn exec(
     let caller: Caller = crate::auth::caller(
         req.header("Authorization")
             .or_else(|| req.header("authorization")),
-        &e.ctx.config.token_secret,
+        &e.settings.token_secret,
     );
     let mut module_id = None;
     let outcome = exec_call(e, &cmd, &caller, &mut module_id).await;

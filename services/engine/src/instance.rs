@@ -13,9 +13,10 @@
 use crate::domain::{self, Owned};
 use crate::drivers::{Call, Driver, StatusSink};
 use crate::view::{Effect, View};
-use async_nats::jetstream::{self, consumer::push, kv};
+use async_nats::jetstream::{self, kv};
 use futures::future::BoxFuture;
 use futures::StreamExt;
+use runtime::follow::Follower;
 use runtime::store::{EventStore, Repository};
 use runtime::{Ctx, ServiceError};
 use schemas::engine::{self as wire, InstanceHeartbeat, OwnerExec};
@@ -31,9 +32,12 @@ pub const INSTANCES_BUCKET: &str = "ENGINE_INSTANCES";
 /// Header an instance sets on a forwarded exec it does not own (the sender retries).
 pub const NOT_OWNER_HEADER: &str = "Engine-Not-Owner";
 
-/// Timing of membership and exec, from the environment.
-#[derive(Debug, Clone, Copy)]
+/// The engine's section of the configuration: the secret of `engine.exec` tokens, and the timing
+/// of membership and exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// `SWITCHYARD_TOKEN_SECRET`: the HS256 secret of `engine.exec` tokens.
+    pub token_secret: String,
     /// `SWITCHYARD_ENGINE_HEARTBEAT_MS` (default 1000): how often an instance puts its heartbeat.
     pub heartbeat: Duration,
     /// `SWITCHYARD_ENGINE_DEAD_MS` (default 3 heartbeats): silence after which an instance is dead.
@@ -60,10 +64,26 @@ impl Settings {
         let driver_timeout =
             Duration::from_millis(positive("SWITCHYARD_ENGINE_DRIVER_TIMEOUT_MS", 5000)?);
         Ok(Self {
+            token_secret: runtime::config::var("SWITCHYARD_TOKEN_SECRET")
+                .unwrap_or_else(|| DEV_SECRET.into()),
             heartbeat,
             dead_after,
             driver_timeout,
         })
+    }
+}
+
+/// The token secret when `SWITCHYARD_TOKEN_SECRET` is not set (for development only).
+pub const DEV_SECRET: &str = "switchyard-dev-secret-change-me";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_secret: DEV_SECRET.into(),
+            heartbeat: Duration::from_millis(1000),
+            dead_after: Duration::from_millis(3000),
+            driver_timeout: Duration::from_millis(5000),
+        }
     }
 }
 
@@ -153,8 +173,11 @@ impl Engine {
     ///
     /// # Errors
     /// JetStream not reachable.
-    pub async fn new(ctx: &Ctx, store: EventStore) -> anyhow::Result<Arc<Self>> {
-        let settings = Settings::from_env()?;
+    pub async fn new(
+        ctx: &Ctx,
+        store: EventStore,
+        settings: Settings,
+    ) -> anyhow::Result<Arc<Self>> {
         let kv = membership_bucket(&ctx.js, ctx.config.replicas).await?;
         let impls = crate::drivers::builtin()
             .into_iter()
@@ -202,65 +225,38 @@ impl Engine {
     /// Follows the stream into the view for as long as the process runs.
     pub fn spawn_follower(self: &Arc<Self>) {
         let me = self.clone();
+        let mut follower = Follower::new(
+            &self.ctx.js,
+            self.store.name(),
+            &format!("engine view of {}", self.me),
+        )
+        .subjects("engine.events.>")
+        .from(self.read_view(|v| v.seq) + 1);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = me.follow_once().await {
-                    tracing::warn!(error = %e, "engine view follower stopped; restarting");
+                for m in follower.next(256).await {
+                    let effects = {
+                        let mut view = match me.view.write() {
+                            Ok(v) => v,
+                            Err(p) => p.into_inner(),
+                        };
+                        if m.seq <= view.seq {
+                            continue;
+                        }
+                        match m.event::<domain::Event>() {
+                            Ok((_, event)) => view.apply(m.seq, &event),
+                            Err(e) => {
+                                tracing::error!(seq = m.seq, error = %e, "an engine event does not decode; skipped in the view");
+                                view.seq = m.seq;
+                                Vec::new()
+                            }
+                        }
+                    };
+                    me.view_seq.send_replace(m.seq);
+                    me.publish(effects, &me.live_now()).await;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-    }
-
-    async fn follow_once(self: &Arc<Self>) -> anyhow::Result<()> {
-        let stream = self
-            .ctx
-            .js
-            .get_stream(self.store.name())
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the stream: {e}"))?;
-        let from = self.read_view(|v| v.seq) + 1;
-        let consumer = stream
-            .create_consumer(push::OrderedConfig {
-                deliver_subject: self.ctx.client.new_inbox(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                filter_subject: "engine.events.>".into(),
-                description: Some(format!("engine view of {}", self.me)),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the view consumer: {e}"))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        while let Some(m) = messages.next().await {
-            let m = m.map_err(|e| anyhow::anyhow!("view consumer: {e}"))?;
-            let Ok(info) = m.info() else { continue };
-            let seq = info.stream_sequence;
-            let effects = {
-                let mut view = match self.view.write() {
-                    Ok(v) => v,
-                    Err(p) => p.into_inner(),
-                };
-                if seq <= view.seq {
-                    continue;
-                }
-                match runtime::store::decode_event::<domain::Event>(&m.payload) {
-                    Ok((_, event)) => view.apply(seq, &event),
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "an engine event does not decode; skipped in the view");
-                        view.seq = seq;
-                        Vec::new()
-                    }
-                }
-            };
-            self.view_seq.send_replace(seq);
-            self.publish(effects, &self.live_now()).await;
-        }
-        Ok(())
     }
 
     /// Waits until the view has folded `seq` (at most `timeout`); true when it has.

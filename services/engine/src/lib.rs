@@ -28,6 +28,7 @@ pub mod queries;
 pub mod systems;
 pub mod view;
 
+pub use instance::Settings;
 use runtime::projector::ProjectionHandle;
 use runtime::Ctx;
 use std::sync::Arc;
@@ -44,17 +45,17 @@ pub struct Api {
 ///
 /// # Errors
 /// A dependency is unreachable.
-pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+pub async fn start(ctx: &Ctx, settings: &Settings) -> anyhow::Result<()> {
     use tracing::Instrument as _;
-    start_inner(ctx)
+    start_inner(ctx, settings.clone())
         .instrument(tracing::info_span!("engine_start", instance = %ctx.config.instance))
         .await
 }
 
-async fn start_inner(ctx: &Ctx) -> anyhow::Result<()> {
+async fn start_inner(ctx: &Ctx, settings: Settings) -> anyhow::Result<()> {
     runtime::db::migrate(&ctx.pool, "engine", sqlx::migrate!("./migrations")).await?;
     let store = ctx.event_store("engine", "ENGINE").await?;
-    let engine = instance::Engine::new(ctx, store.clone()).await?;
+    let engine = instance::Engine::new(ctx, store.clone(), settings).await?;
     let start_seq = store.last_seq().await?;
     engine.spawn_follower();
     anyhow::ensure!(
@@ -158,8 +159,8 @@ fn token(args: &[String]) -> anyhow::Result<String> {
         );
     }
     anyhow::ensure!(!parsed.sub.is_empty(), "--sub must not be empty");
-    let config = runtime::Config::from_env()?;
-    auth::issue(&config.token_secret, &parsed.sub, &roles, parsed.ttl)
+    let settings = Settings::from_env()?;
+    auth::issue(&settings.token_secret, &parsed.sub, &roles, parsed.ttl)
 }
 
 #[cfg(test)]
@@ -171,7 +172,7 @@ mod tests {
             .map(|s| (*s).to_string())
             .collect();
         let t = super::token(&args).unwrap();
-        let secret = runtime::Config::from_env().unwrap().token_secret;
+        let secret = super::Settings::from_env().unwrap().token_secret;
         assert_eq!(
             super::auth::caller(Some(&format!("Bearer {t}")), &secret),
             super::domain::Caller::User {

@@ -12,8 +12,8 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Where the page is and what it is told.
-#[derive(Debug, Clone)]
+/// The gateway's section of the configuration: where the page is and what it is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The built page (`index.html`, `assets/`).
     pub dir: PathBuf,

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 pub mod dashboard;
 
+pub use dashboard::Settings;
+
 async fn health(State(c): State<async_nats::Client>) -> Response {
     let r = request_json(&c, "sys.query.health", &Value::Object(Default::default())).await;
     (
@@ -24,12 +26,12 @@ async fn health(State(c): State<async_nats::Client>) -> Response {
 
 /// Every route of the gateway: `/health`, the contexts' `routes` (from the registry) and the
 /// dashboard.
-pub fn router(client: async_nats::Client, contexts: Router) -> Router {
+pub fn router(client: async_nats::Client, contexts: Router, settings: &Settings) -> Router {
     Router::new()
         .route("/health", get(health))
         .with_state(client)
         .merge(contexts)
-        .merge(dashboard::routes(dashboard::Settings::from_env()))
+        .merge(dashboard::routes(settings.clone()))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -42,7 +44,11 @@ pub fn router(client: async_nats::Client, contexts: Router) -> Router {
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn start(ctx: &Ctx, contexts: Router) -> anyhow::Result<std::net::SocketAddr> {
+pub async fn start(
+    ctx: &Ctx,
+    contexts: Router,
+    settings: &Settings,
+) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(&ctx.config.http_addr)
         .await
         .map_err(|e| {
@@ -52,7 +58,7 @@ pub async fn start(ctx: &Ctx, contexts: Router) -> anyhow::Result<std::net::Sock
             )
         })?;
     let addr = listener.local_addr()?;
-    let app = router(ctx.client.clone(), contexts);
+    let app = router(ctx.client.clone(), contexts, settings);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "gateway stopped");

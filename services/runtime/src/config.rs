@@ -1,8 +1,12 @@
-//! Configuration from the environment (contract section 2), with the defaults the contract names.
+//! The runtime's section of the configuration (contract section 2: the bus, the database, the
+//! gateway's address, projections, replicas), read from the environment with the defaults the
+//! contract names; and [`setting`] / [`positive`], with which every context reads its own section.
+//! The whole configuration, this section and every context's, is `switchyard::Configuration`:
+//! read and validated once at start.
 
 use std::time::Duration;
 
-/// Everything a `switchyard run` process reads from its environment.
+/// The runtime's section: what every context's process shares.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `NATS_URL`.
@@ -11,16 +15,6 @@ pub struct Config {
     pub database_url: String,
     /// `HTTP_ADDR`: the gateway's listen address.
     pub http_addr: String,
-    /// `SWITCHYARD_TOKEN_SECRET`: HS256 secret for `engine.exec` tokens.
-    pub token_secret: String,
-    /// `SWITCHYARD_SHOP_SHARDS`: DHT shard count, 1..=10000.
-    pub shop_shards: u32,
-    /// `SWITCHYARD_DFS_SERVERS`: chunk servers started in-process.
-    pub dfs_servers: u32,
-    /// `SWITCHYARD_DFS_DIR`: their data directory.
-    pub dfs_dir: String,
-    /// `SWITCHYARD_DFS_REPLICAS`: replication factor.
-    pub dfs_replicas: u32,
     /// `SWITCHYARD_PROJECTION_BATCH`: most events one projection transaction takes (default 500).
     pub projection_batch: usize,
     /// `SWITCHYARD_PROJECTION_LINGER_MS`: how long a projection batch that is not full waits for
@@ -54,7 +48,9 @@ impl Config {
     }
 }
 
-fn var(name: &str) -> Option<String> {
+/// The setting `name` from the environment, `None` when it is unset or blank.
+#[must_use]
+pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
@@ -94,12 +90,6 @@ impl Config {
     /// # Errors
     /// A setting that does not parse or is out of range, named in the message.
     pub fn from_env() -> anyhow::Result<Self> {
-        let shop_shards: u32 = parse("SWITCHYARD_SHOP_SHARDS", 16)?;
-        if !(1..=10_000).contains(&shop_shards) {
-            anyhow::bail!(
-                "SWITCHYARD_SHOP_SHARDS={shop_shards}: the shard count must be 1 to 10000"
-            );
-        }
         let projection_batch: usize = parse("SWITCHYARD_PROJECTION_BATCH", 500)?;
         if !(1..=10_000).contains(&projection_batch) {
             anyhow::bail!("SWITCHYARD_PROJECTION_BATCH must be 1 to 10000");
@@ -113,12 +103,6 @@ impl Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/switchyard".into()),
             http_addr: var("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
-            token_secret: var("SWITCHYARD_TOKEN_SECRET")
-                .unwrap_or_else(|| "switchyard-dev-secret-change-me".into()),
-            shop_shards,
-            dfs_servers: parse("SWITCHYARD_DFS_SERVERS", 3)?,
-            dfs_dir: var("SWITCHYARD_DFS_DIR").unwrap_or_else(|| "./var/dfs".into()),
-            dfs_replicas: parse("SWITCHYARD_DFS_REPLICAS", 3)?,
             projection_batch,
             projection_linger: Duration::from_millis(linger_ms),
             instance: var("SWITCHYARD_INSTANCE")
@@ -140,11 +124,6 @@ impl Config {
             nats_url: nats_url.into(),
             database_url: database_url.into(),
             http_addr: "127.0.0.1:0".into(),
-            token_secret: "switchyard-dev-secret-change-me".into(),
-            shop_shards: 16,
-            dfs_servers: 3,
-            dfs_dir: "./var/dfs".into(),
-            dfs_replicas: 3,
             projection_batch: 500,
             projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
             instance: format!("test-{}", uuid::Uuid::now_v7()),

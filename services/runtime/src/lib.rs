@@ -16,6 +16,7 @@ pub mod config;
 pub mod ctx;
 pub mod db;
 pub mod error;
+pub mod follow;
 pub mod health;
 pub mod http;
 pub mod nats;

@@ -36,6 +36,34 @@ pub fn cart_subject(customer_id: &str) -> String {
     format!("{EVENTS}.{}", schemas::encode_token(customer_id))
 }
 
+/// The shop's section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `SWITCHYARD_SHOP_SHARDS` (default 16, 1 to 10000): the DHT's shard count.
+    pub shards: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { shards: 16 }
+    }
+}
+
+impl Settings {
+    /// Reads the environment.
+    ///
+    /// # Errors
+    /// A shard count that does not parse or is out of range, named.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let shards: u32 = runtime::config::setting("SWITCHYARD_SHOP_SHARDS", 16)?;
+        anyhow::ensure!(
+            (1..=10_000).contains(&shards),
+            "SWITCHYARD_SHOP_SHARDS={shards}: the shard count must be 1 to 10000"
+        );
+        Ok(Self { shards })
+    }
+}
+
 /// What the shop's handlers share.
 pub(crate) struct Shop {
     pub(crate) carts: Repository<Cart>,
@@ -49,10 +77,10 @@ pub(crate) struct Shop {
 ///
 /// # Errors
 /// A dependency is unreachable.
-pub async fn start(ctx: &Ctx) -> anyhow::Result<()> {
+pub async fn start(ctx: &Ctx, settings: &Settings) -> anyhow::Result<()> {
     let store = ctx.event_store("shop", STREAM).await?;
     runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
-    let shards = ctx.config.shop_shards;
+    let shards = settings.shards;
     reshard(&ctx.pool, shards).await?;
     let dht = ctx
         .projection("shop", &store, DhtProjection { shards })
@@ -112,7 +140,7 @@ async fn reshard(pool: &sqlx::PgPool, shards: u32) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A dependency is unreachable.
-pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
+pub async fn rebuild(ctx: &Ctx, settings: &Settings, name: &str) -> anyhow::Result<bool> {
     use runtime::projector::Projection as _;
     if name != DhtProjection::NAME {
         return Ok(false);
@@ -123,7 +151,7 @@ pub async fn rebuild(ctx: &Ctx, name: &str) -> anyhow::Result<bool> {
         &store,
         &ctx.pool,
         &DhtProjection {
-            shards: ctx.config.shop_shards,
+            shards: settings.shards,
         },
     )
     .await?;

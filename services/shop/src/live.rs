@@ -7,8 +7,7 @@
 //! process publishes (several processes publish the same checkout; each message is complete in
 //! itself, so a dashboard keys them by `order_id`).
 
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
-use futures::StreamExt as _;
+use runtime::follow::Follower;
 use runtime::service::Endpoints;
 use runtime::ServiceError;
 use schemas::live::{CheckoutsQuery, LiveCheckout, RecentCheckouts};
@@ -83,31 +82,10 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// Follows the stream from its end, publishing every checkout at once and the DHT stats at
+    /// most every [`STATS_EVERY`] while events come.
     async fn run(self) {
-        let mut start = None;
-        loop {
-            if let Err(e) = self.follow(&mut start).await {
-                tracing::warn!(error = %format!("{e:#}"), "shop live publisher interrupted; resuming");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-
-    /// Follows the stream from `start` (its end the first time), updating `start` as it goes.
-    async fn follow(&self, start: &mut Option<u64>) -> anyhow::Result<()> {
-        let stream = self.js.get_stream(crate::STREAM).await?;
-        let deliver_policy = match *start {
-            Some(s) => DeliverPolicy::ByStartSequence { start_sequence: s },
-            None => DeliverPolicy::New,
-        };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy,
-                description: Some("shop live publisher".into()),
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
+        let mut follower = Follower::new(&self.js, crate::STREAM, "shop live publisher");
         // The newest sequence a stats message must include, when one is due.
         let mut stats_due: Option<u64> = None;
         let mut last_stats = tokio::time::Instant::now() - STATS_EVERY;
@@ -117,13 +95,11 @@ impl Publisher {
                 None => tokio::time::Instant::now() + Duration::from_secs(3600),
             };
             tokio::select! {
-                m = messages.next() => {
-                    let Some(m) = m else { anyhow::bail!("the ordered consumer ended") };
-                    let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                    *start = Some(seq + 1);
-                    stats_due = Some(seq);
-                    self.checkout(seq, &m.payload).await;
+                chunk = follower.next(256) => {
+                    for m in chunk {
+                        stats_due = Some(m.seq);
+                        self.checkout(m.seq, &m.payload).await;
+                    }
                 }
                 () = tokio::time::sleep_until(wait) => {
                     if let Some(seq) = stats_due.take() {

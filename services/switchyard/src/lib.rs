@@ -1,8 +1,9 @@
 //! `switchyard run`: starts any set of services in this process.
 //!
-//! Each context exposes `start(&Ctx)`; this module connects once, starts the requested contexts,
-//! serves `sys.query.health`, waits until every service is ready and announces `ready` on
-//! `engine.system`.
+//! Each context exposes `start(&Ctx, &Settings)`; this module reads the one [`Configuration`]
+//! (every section validated before anything connects), connects once, starts the requested
+//! contexts, serves `sys.query.health`, waits until every service is ready and announces `ready`
+//! on `engine.system`.
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -11,6 +12,65 @@ use runtime::{Config, Ctx};
 /// Every service `switchyard run` knows, in start order: the contexts of [`CONTEXTS`], then the
 /// gateway (which serves their HTTP routes).
 pub const SERVICES: &[&str] = &["shop", "dispatch", "engine", "cluster", "dfs", "gateway"];
+
+/// The whole configuration of a `switchyard` process: the runtime's section and one typed section
+/// per context, each read from the environment and validated at start. A bad value in any section
+/// stops the start with every wrong setting named at once.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// The bus, the database, the gateway's address, projections, replicas (contract section 2).
+    pub runtime: Config,
+    pub shop: shop::Settings,
+    pub dispatch: dispatch::Settings,
+    pub engine: engine::Settings,
+    pub dfs: dfs::Settings,
+    pub gateway: gateway::Settings,
+}
+
+impl Configuration {
+    /// Reads every section from the environment.
+    ///
+    /// # Errors
+    /// Every setting that does not parse or is out of range, each named with its section.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut errors = Vec::new();
+        let runtime = section("runtime", Config::from_env(), &mut errors);
+        Self::sections(runtime, errors)
+    }
+
+    /// `runtime` as given (tests and benchmarks build it for their own servers), every context's
+    /// section from the environment.
+    ///
+    /// # Errors
+    /// As [`Configuration::from_env`].
+    pub fn with_runtime(runtime: Config) -> anyhow::Result<Self> {
+        Self::sections(Some(runtime), Vec::new())
+    }
+
+    fn sections(runtime: Option<Config>, mut errors: Vec<String>) -> anyhow::Result<Self> {
+        let shop = section("shop", shop::Settings::from_env(), &mut errors);
+        let dispatch = section("dispatch", dispatch::Settings::from_env(), &mut errors);
+        let engine = section("engine", engine::Settings::from_env(), &mut errors);
+        let dfs = section("dfs", dfs::Settings::from_env(), &mut errors);
+        let gateway = gateway::Settings::from_env();
+        match (runtime, shop, dispatch, engine, dfs) {
+            (Some(runtime), Some(shop), Some(dispatch), Some(engine), Some(dfs)) => Ok(Self {
+                runtime,
+                shop,
+                dispatch,
+                engine,
+                dfs,
+                gateway,
+            }),
+            _ => anyhow::bail!("the configuration is not valid: {}", errors.join("; ")),
+        }
+    }
+}
+
+fn section<T>(name: &str, read: anyhow::Result<T>, errors: &mut Vec<String>) -> Option<T> {
+    read.map_err(|e| errors.push(format!("[{name}] {e:#}")))
+        .ok()
+}
 
 /// A start, rebuild or other step of a context, as the registry holds it.
 pub type Step<'a, T> = BoxFuture<'a, anyhow::Result<T>>;
@@ -21,10 +81,11 @@ pub type Step<'a, T> = BoxFuture<'a, anyhow::Result<T>>;
 /// it; the health report has one entry a started context.
 pub struct ContextInfo {
     pub name: &'static str,
-    pub start: for<'a> fn(&'a Ctx) -> Step<'a, ()>,
+    /// Starts the context with its section of the configuration.
+    pub start: for<'a> fn(&'a Ctx, &'a Configuration) -> Step<'a, ()>,
     pub projections: &'static [&'static str],
     /// `projections rebuild <name>` for one of `projections`: false for a name it does not know.
-    pub rebuild: for<'a> fn(&'a Ctx, &'a str) -> Step<'a, bool>,
+    pub rebuild: for<'a> fn(&'a Ctx, &'a Configuration, &'a str) -> Step<'a, bool>,
     /// The context's routes on the gateway (forwarded over NATS).
     pub routes: fn(async_nats::Client) -> axum::Router,
 }
@@ -33,37 +94,37 @@ pub struct ContextInfo {
 pub const CONTEXTS: &[ContextInfo] = &[
     ContextInfo {
         name: "shop",
-        start: |ctx| Box::pin(shop::start(ctx)),
+        start: |ctx, c| Box::pin(shop::start(ctx, &c.shop)),
         projections: &["shop_dht"],
-        rebuild: |ctx, name| Box::pin(shop::rebuild(ctx, name)),
+        rebuild: |ctx, c, name| Box::pin(shop::rebuild(ctx, &c.shop, name)),
         routes: shop::http::routes,
     },
     ContextInfo {
         name: "dispatch",
-        start: |ctx| Box::pin(dispatch::start(ctx)),
+        start: |ctx, c| Box::pin(dispatch::start(ctx, &c.dispatch)),
         projections: &["dispatch"],
-        rebuild: |ctx, name| Box::pin(dispatch::rebuild(ctx, name)),
+        rebuild: |ctx, _, name| Box::pin(dispatch::rebuild(ctx, name)),
         routes: dispatch::routes,
     },
     ContextInfo {
         name: "engine",
-        start: |ctx| Box::pin(engine::start(ctx)),
+        start: |ctx, c| Box::pin(engine::start(ctx, &c.engine)),
         projections: &["engine_read_model"],
-        rebuild: |ctx, name| Box::pin(engine::rebuild(ctx, name)),
+        rebuild: |ctx, _, name| Box::pin(engine::rebuild(ctx, name)),
         routes: engine::routes,
     },
     ContextInfo {
         name: "cluster",
-        start: |ctx| Box::pin(cluster::start(ctx)),
+        start: |ctx, _| Box::pin(cluster::start(ctx)),
         projections: &["cluster_tree"],
-        rebuild: |ctx, name| Box::pin(cluster::rebuild(ctx, name)),
+        rebuild: |ctx, _, name| Box::pin(cluster::rebuild(ctx, name)),
         routes: cluster::routes,
     },
     ContextInfo {
         name: "dfs",
-        start: |ctx| Box::pin(dfs::start(ctx)),
+        start: |ctx, c| Box::pin(dfs::start(ctx, &c.dfs)),
         projections: &["dfs_catalog"],
-        rebuild: |ctx, name| Box::pin(dfs::rebuild(ctx, name)),
+        rebuild: |ctx, _, name| Box::pin(dfs::rebuild(ctx, name)),
         routes: dfs::routes,
     },
 ];
@@ -145,8 +206,8 @@ pub struct Running {
 ///
 /// # Errors
 /// A dependency is unreachable or a service failed to start.
-pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running> {
-    let ctx = Ctx::connect(config).await?;
+pub async fn start(config: Configuration, services: &[&str]) -> anyhow::Result<Running> {
+    let ctx = Ctx::connect(config.runtime.clone()).await?;
     ctx.health.serve(&ctx.client).await?;
     let mut http_addr = None;
     for s in services {
@@ -154,8 +215,11 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
     }
     for s in services {
         match (context(s), *s) {
-            (Some(c), _) => (c.start)(&ctx).await?,
-            (None, "gateway") => http_addr = Some(gateway::start(&ctx, routes(&ctx.client)).await?),
+            (Some(c), _) => (c.start)(&ctx, &config).await?,
+            (None, "gateway") => {
+                let routes = routes(&ctx.client);
+                http_addr = Some(gateway::start(&ctx, routes, &config.gateway).await?);
+            }
             (None, other) => anyhow::bail!("unknown service {other}"),
         }
         tracing::info!(service = s, "started");
@@ -179,15 +243,19 @@ pub async fn start(config: Config, services: &[&str]) -> anyhow::Result<Running>
 /// # Errors
 /// Unknown projection, or a dependency is unreachable.
 pub async fn projections(args: Vec<String>) -> anyhow::Result<()> {
-    projections_with(Config::from_env()?, args).await
+    projections_in(Configuration::from_env()?, args).await
 }
 
-/// [`projections`] with an explicit configuration.
+/// [`projections`] with an explicit runtime section (every context's from the environment).
 ///
 /// # Errors
-/// Unknown projection, or a dependency is unreachable.
-pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Result<()> {
-    let ctx = Ctx::connect(config).await?;
+/// Unknown projection, a bad setting, or a dependency is unreachable.
+pub async fn projections_with(runtime: Config, args: Vec<String>) -> anyhow::Result<()> {
+    projections_in(Configuration::with_runtime(runtime)?, args).await
+}
+
+async fn projections_in(config: Configuration, args: Vec<String>) -> anyhow::Result<()> {
+    let ctx = Ctx::connect(config.runtime.clone()).await?;
     match args.first().map(String::as_str) {
         Some("list") => {
             for (name, seq) in list_projections(&ctx.pool).await? {
@@ -211,7 +279,7 @@ pub async fn projections_with(config: Config, args: Vec<String>) -> anyhow::Resu
                 );
             };
             anyhow::ensure!(
-                (context.rebuild)(&ctx, name).await?,
+                (context.rebuild)(&ctx, &config, name).await?,
                 "the {} context does not rebuild {name:?}",
                 context.name
             );

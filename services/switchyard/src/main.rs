@@ -78,13 +78,14 @@ async fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { services } => {
-            let config = runtime::Config::from_env()?;
+            let config = switchyard::Configuration::from_env()?;
             let selected = switchyard::select(&services)?;
-            let running = switchyard::start(config.clone(), &selected).await?;
+            let nats_url = config.runtime.nats_url.clone();
+            let running = switchyard::start(config, &selected).await?;
             println!(
                 "switchyard ready: services {} on {}",
                 selected.join(", "),
-                config.nats_url
+                nats_url
             );
             if let Some(addr) = running.http_addr {
                 println!("gateway: http://{addr}");

@@ -35,3 +35,36 @@ fn a_nats_url_entry_that_does_not_parse_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nats://b:notaport"), "{err}");
 }
+
+#[test]
+fn every_wrong_setting_of_every_section_is_named_at_once_before_connecting() {
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run"])
+        .env("SWITCHYARD_SHOP_SHARDS", "0")
+        .env("SWITCHYARD_DFS_REPLICAS", "99")
+        .env("SWITCHYARD_ENGINE_HEARTBEAT_MS", "soon")
+        .env("SWITCHYARD_DISPATCH_FACILITY", "/nonexistent/facility.json")
+        .env("SWITCHYARD_PROJECTION_BATCH", "0")
+        // Nothing listens here: a start that tried to connect would retry for 30 s.
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .output()
+        .expect("switchyard runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for named in [
+        "[runtime] SWITCHYARD_PROJECTION_BATCH",
+        "[shop] SWITCHYARD_SHOP_SHARDS=0",
+        "[dfs] SWITCHYARD_DFS_REPLICAS=99",
+        "[engine] SWITCHYARD_ENGINE_HEARTBEAT_MS",
+        "[dispatch] reading SWITCHYARD_DISPATCH_FACILITY=/nonexistent/facility.json",
+    ] {
+        assert!(err.contains(named), "{named} not in: {err}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}: it tried to connect first",
+        started.elapsed()
+    );
+}

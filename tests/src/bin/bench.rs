@@ -403,9 +403,12 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         // (and fight over) the projection's durable consumer.
         drop(last_svc.take());
         let db = TestDb::create().await?;
-        let mut cfg = runtime::Config::for_urls(&nats.url(), &db.url);
-        cfg.shop_shards = n;
-        let svc = Services::start(cfg, &["shop"]).await?;
+        let mut cfg = switchyard::Configuration::with_runtime(runtime::Config::for_urls(
+            &nats.url(),
+            &db.url,
+        ))?;
+        cfg.shop.shards = n;
+        let svc = Services::start_configured(cfg, &["shop"]).await?;
         let mut add_ms = Vec::new();
         let mut raw_ms = Vec::new();
         let mut ratios = Vec::new();

@@ -67,9 +67,9 @@ async fn main() -> anyhow::Result<()> {
         "SWITCHYARD_DASHBOARD_DIR",
         browser::dashboard_dir().join("dist"),
     );
-    let mut config = env.config();
-    config.dfs_dir = dir.path().join("dfs").to_string_lossy().to_string();
-    let services = e2e::Services::start(config, &[]).await?;
+    let mut config = switchyard::Configuration::with_runtime(env.config())?;
+    config.dfs.dir = dir.path().join("dfs").to_string_lossy().to_string();
+    let services = e2e::Services::start_configured(config, &[]).await?;
     let http = services.http_addr.expect("gateway");
     let c = env.client().await?;
     let docks: Vec<String> = (1..=12).map(|i| format!("ml-node-{i}")).collect();

@@ -272,9 +272,10 @@ async fn deploy(nats_url: &str, db_url: &str, dir: &std::path::Path) -> anyhow::
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut config = runtime::Config::for_urls(nats_url, db_url);
-    config.dfs_servers = 0;
-    config.dfs_dir = dir.to_string_lossy().to_string();
+    let config = runtime::Config::for_urls(nats_url, db_url);
+    let mut settings = ::dfs::Settings::from_env()?;
+    settings.servers = 0;
+    settings.dir = dir.to_string_lossy().to_string();
     let dir = dir.to_path_buf();
     let url = nats_url.to_string();
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -282,13 +283,13 @@ async fn deploy(nats_url: &str, db_url: &str, dir: &std::path::Path) -> anyhow::
         .spawn(async move {
             let ctx = runtime::Ctx::connect(config).await?;
             ctx.health.declare("dfs");
-            ::dfs::start(&ctx).await?;
+            ::dfs::start(&ctx, &settings).await?;
             let mut servers = Vec::new();
             for n in 0..4 {
                 let opts = ChunkServerOptions {
                     dir: dir.join(format!("bench-{n}")),
                     id: Some(format!("bench{n}-{run}")),
-                    settings: ::dfs::Settings::from_env()?,
+                    settings: settings.clone(),
                 };
                 servers.push(::dfs::chunk_server::connect(&url, opts).await?);
             }

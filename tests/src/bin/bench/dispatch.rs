@@ -44,7 +44,7 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
     let speed = env_or("SWITCHYARD_BENCH_DISPATCH_SPEED", 200).max(1) as f64;
     let ctx = Ctx::connect(Config::for_urls(nats_url, database_url)).await?;
     ctx.health.declare("dispatch");
-    ::dispatch::start(&ctx).await?;
+    ::dispatch::start(&ctx, &::dispatch::Settings::from_env()?).await?;
     tokio::time::timeout(Duration::from_secs(120), ctx.health.wait_ready())
         .await
         .map_err(|_| anyhow::anyhow!("dispatch not ready in 120 s"))?;

@@ -77,7 +77,7 @@ pub async fn bench(nats_url: &str, database_url: &str) -> anyhow::Result<String>
         let ctx = rt
             .spawn(async move {
                 let ctx = Ctx::connect(config).await?;
-                ::engine::start(&ctx).await?;
+                ::engine::start(&ctx, &::engine::Settings::from_env()?).await?;
                 Ok::<_, anyhow::Error>(ctx)
             })
             .await??;
