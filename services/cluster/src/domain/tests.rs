@@ -1,7 +1,7 @@
-//! The manager's rules.
+//! The manager's rules, given / when / then (`runtime::testing`).
 
 use super::*;
-use runtime::testing;
+use runtime::testing::{given, given_state};
 use serde_json::json;
 
 const M: &str = "m.1";
@@ -26,12 +26,9 @@ fn node(id: &str, port: u16) -> NodeSpec {
     }
 }
 
-fn given(events: &[Event]) -> Manager {
-    let mut m = Manager::default();
-    for e in events {
-        m.evolve(e);
-    }
-    m
+/// The manager folded from `events`.
+fn folded(events: &[Event]) -> Manager {
+    given::<Manager>(events.to_vec()).state().clone()
 }
 
 fn started() -> Event {
@@ -62,12 +59,17 @@ fn commit_cmd() -> Command {
 }
 
 fn committed() -> Event {
+    committed_by(commit_cmd())
+}
+
+/// The event a valid `CommitGraph` command appends.
+fn committed_by(cmd: Command) -> Event {
     let Command::CommitGraph {
         nodes,
         edges,
         mapping,
         ..
-    } = commit_cmd()
+    } = cmd
     else {
         unreachable!()
     };
@@ -113,18 +115,55 @@ fn cmd(c: &str) -> Command {
     }
 }
 
-fn is_conflict_naming(r: Result<Event, DomainError>, state: &str) {
-    match r {
-        Err(DomainError::Conflict(m)) => assert!(m.contains(state), "{m} should name {state}"),
-        other => panic!("expected a conflict naming {state}, got {other:?}"),
+/// The refusal of a command out of order: `manager "m.1" is <state>: <what> needs <needs>`.
+fn conflict(state: ManagerState, what: &str, needs: &str) -> DomainError {
+    DomainError::Conflict(format!("manager \"m.1\" is {state}: {what} needs {needs}"))
+}
+
+fn invalid(m: &str) -> DomainError {
+    DomainError::Invalid(m.into())
+}
+
+fn start(manager_id: &str, ip: &str, port: u16) -> Command {
+    Command::StartManager {
+        manager_id: manager_id.into(),
+        ip: ip.into(),
+        port,
     }
 }
 
-fn is_invalid(r: Result<Event, DomainError>, needle: &str) {
-    match r {
-        Err(DomainError::Invalid(m)) => assert!(m.contains(needle), "{m} should say {needle}"),
-        other => panic!("expected invalid ({needle}), got {other:?}"),
+fn connect(w: WorkerInfo) -> Command {
+    Command::ConnectWorker {
+        manager_id: M.into(),
+        worker: w,
     }
+}
+
+fn disconnect(id: &str) -> Command {
+    Command::DisconnectWorker {
+        manager_id: M.into(),
+        worker_id: id.into(),
+    }
+}
+
+fn node_report(node: &str, running: bool) -> Command {
+    Command::NodeReport {
+        manager_id: M.into(),
+        node_id: node.into(),
+        running,
+    }
+}
+
+fn finalizing() -> Vec<Event> {
+    let mut events = executing();
+    events.push(Event::ExecutionStopped {
+        manager_id: M.into(),
+        stopped_nodes: vec![],
+    });
+    events.push(Event::FinalizationStarted {
+        manager_id: M.into(),
+    });
+    events
 }
 
 #[test]
@@ -153,7 +192,7 @@ fn states_have_their_numbers_and_names() {
 
 #[test]
 fn start_manager_starts_a_new_manager() {
-    let m = testing::given::<Manager>([])
+    let m = given::<Manager>([])
         .when(|m| {
             m.decide(&Command::StartManager {
                 manager_id: M.into(),
@@ -167,78 +206,48 @@ fn start_manager_starts_a_new_manager() {
 
 #[test]
 fn start_manager_twice_is_a_conflict_naming_the_state() {
-    let m = given(&[started(), connected("w1")]);
-    let r = m.decide(&Command::StartManager {
-        manager_id: M.into(),
-        ip: "x".into(),
-        port: 1,
-    });
-    is_conflict_naming(r, "WORKERS_CONNECTED");
+    given::<Manager>([started(), connected("w1")])
+        .when(|m| m.decide(&start(M, "x", 1)))
+        .then_err(conflict(
+            ManagerState::WorkersConnected,
+            "start-manager",
+            "a manager id that is not in use",
+        ));
 }
 
 #[test]
 fn start_manager_after_finalizing_is_a_conflict() {
-    let mut events = executing();
-    events.push(Event::ExecutionStopped {
-        manager_id: M.into(),
-        stopped_nodes: vec![],
-    });
-    events.push(Event::FinalizationStarted {
-        manager_id: M.into(),
-    });
-    let r = given(&events).decide(&Command::StartManager {
-        manager_id: M.into(),
-        ip: "10.9.9.9".into(),
-        port: 1,
-    });
-    is_conflict_naming(r, "FINALIZING");
+    given::<Manager>(finalizing())
+        .when(|m| m.decide(&start(M, "10.9.9.9", 1)))
+        .then_err(conflict(
+            ManagerState::Finalizing,
+            "start-manager",
+            "a manager id that is not in use",
+        ));
 }
 
 #[test]
 fn bad_ids_are_invalid() {
-    let m = given(&[]);
-    is_invalid(
-        m.decide(&Command::StartManager {
-            manager_id: String::new(),
-            ip: "x".into(),
-            port: 1,
-        }),
-        "manager_id",
-    );
-    is_invalid(
-        m.decide(&Command::StartManager {
-            manager_id: "x".repeat(257),
-            ip: "x".into(),
-            port: 1,
-        }),
-        "manager_id",
-    );
-    is_invalid(
-        m.decide(&Command::StartManager {
-            manager_id: M.into(),
-            ip: String::new(),
-            port: 1,
-        }),
-        "ip",
-    );
-    let m = given(&[started()]);
+    given::<Manager>([])
+        .when(|m| m.decide(&start("", "x", 1)))
+        .then_err(invalid("`manager_id` must not be empty"));
+    given::<Manager>([])
+        .when(|m| m.decide(&start(&"x".repeat(257), "x", 1)))
+        .then_err(invalid(
+            "`manager_id` is 257 bytes; ids are at most 256 bytes",
+        ));
+    given::<Manager>([])
+        .when(|m| m.decide(&start(M, "", 1)))
+        .then_err(invalid("`ip` must not be empty"));
     let mut w = worker("");
-    is_invalid(
-        m.decide(&Command::ConnectWorker {
-            manager_id: M.into(),
-            worker: w.clone(),
-        }),
-        "worker.id",
-    );
+    given::<Manager>([started()])
+        .when(|m| m.decide(&connect(w.clone())))
+        .then_err(invalid("`worker.id` must not be empty"));
     w.id = "w".into();
     w.name = String::new();
-    is_invalid(
-        m.decide(&Command::ConnectWorker {
-            manager_id: M.into(),
-            worker: w,
-        }),
-        "worker.name",
-    );
+    given::<Manager>([started()])
+        .when(|m| m.decide(&connect(w)))
+        .then_err(invalid("`worker.name` must not be empty"));
 }
 
 #[test]
@@ -262,7 +271,7 @@ fn commands_on_an_unknown_manager_are_not_found() {
         cmd("stop"),
         cmd("finalize"),
     ] {
-        testing::given::<Manager>([])
+        given::<Manager>([])
             .when(|m| m.decide(&c))
             .then_err(DomainError::NotFound(
                 "manager \"m.1\" does not exist; start it first".into(),
@@ -272,64 +281,43 @@ fn commands_on_an_unknown_manager_are_not_found() {
 
 #[test]
 fn connecting_the_first_worker_moves_to_workers_connected() {
-    let m = given(&[started()]);
-    let e = m
-        .decide(&Command::ConnectWorker {
-            manager_id: M.into(),
-            worker: worker("w1"),
-        })
-        .unwrap();
-    assert_eq!(e, connected("w1"));
-    let m = given(&[started(), e]);
+    let m = given::<Manager>([started()])
+        .when(|m| m.decide(&connect(worker("w1"))))
+        .then(connected("w1"));
     assert_eq!(m.state, Some(ManagerState::WorkersConnected));
     assert_eq!(m.workers.len(), 1);
 }
 
 #[test]
 fn connecting_a_connected_worker_is_a_conflict() {
-    let m = given(&[started(), connected("w1")]);
-    let r = m.decide(&Command::ConnectWorker {
-        manager_id: M.into(),
-        worker: worker("w1"),
-    });
-    is_conflict_naming(r, "WORKERS_CONNECTED");
+    given::<Manager>([started(), connected("w1")])
+        .when(|m| m.decide(&connect(worker("w1"))))
+        .then_err(DomainError::Conflict(
+            "worker \"w1\" is already connected to manager \"m.1\" (state WORKERS_CONNECTED (1)); disconnect it first"
+                .into(),
+        ));
 }
 
 #[test]
 fn connecting_while_finalizing_is_a_conflict() {
-    let mut events = executing();
-    events.push(Event::ExecutionStopped {
-        manager_id: M.into(),
-        stopped_nodes: vec![],
-    });
-    events.push(Event::FinalizationStarted {
-        manager_id: M.into(),
-    });
-    let r = given(&events).decide(&Command::ConnectWorker {
-        manager_id: M.into(),
-        worker: worker("w9"),
-    });
-    is_conflict_naming(r, "FINALIZING");
+    given::<Manager>(finalizing())
+        .when(|m| m.decide(&connect(worker("w9"))))
+        .then_err(conflict(
+            ManagerState::Finalizing,
+            "connect-worker",
+            "a manager that is not FINALIZING",
+        ));
 }
 
 #[test]
 fn disconnecting_a_worker_without_nodes_removes_it() {
-    let m = given(&[started(), connected("w1"), connected("w2")]);
-    let e = m
-        .decide(&Command::DisconnectWorker {
+    let m = given::<Manager>([started(), connected("w1"), connected("w2")])
+        .when(|m| m.decide(&disconnect("w2")))
+        .then(Event::WorkerDisconnected {
             manager_id: M.into(),
             worker_id: "w2".into(),
-        })
-        .unwrap();
-    assert_eq!(
-        e,
-        Event::WorkerDisconnected {
-            manager_id: M.into(),
-            worker_id: "w2".into(),
-            stopped_nodes: vec![]
-        }
-    );
-    let m = given(&[started(), connected("w1"), connected("w2"), e]);
+            stopped_nodes: vec![],
+        });
     assert_eq!(
         m.workers
             .iter()
@@ -341,12 +329,11 @@ fn disconnecting_a_worker_without_nodes_removes_it() {
 
 #[test]
 fn disconnecting_an_unknown_worker_is_not_found() {
-    let m = given(&[started(), connected("w1")]);
-    let r = m.decide(&Command::DisconnectWorker {
-        manager_id: M.into(),
-        worker_id: "w9".into(),
-    });
-    assert!(matches!(r, Err(DomainError::NotFound(_))));
+    given::<Manager>([started(), connected("w1")])
+        .when(|m| m.decide(&disconnect("w9")))
+        .then_err(DomainError::NotFound(
+            "worker \"w9\" is not connected to manager \"m.1\"".into(),
+        ));
 }
 
 #[test]
@@ -354,23 +341,13 @@ fn a_worker_leaving_while_executing_marks_its_nodes_not_running_and_is_recorded(
     let mut events = executing();
     events.push(report("a", true));
     events.push(report("c/x", true));
-    let m = given(&events);
-    let e = m
-        .decide(&Command::DisconnectWorker {
+    let m = given::<Manager>(events)
+        .when(|m| m.decide(&disconnect("w1")))
+        .then(Event::WorkerDisconnected {
             manager_id: M.into(),
             worker_id: "w1".into(),
-        })
-        .unwrap();
-    assert_eq!(
-        e,
-        Event::WorkerDisconnected {
-            manager_id: M.into(),
-            worker_id: "w1".into(),
-            stopped_nodes: vec!["a".into()]
-        }
-    );
-    events.push(e);
-    let m = given(&events);
+            stopped_nodes: vec!["a".into()],
+        });
     assert_eq!(m.state, Some(ManagerState::Executing));
     assert_eq!(m.running.get("a"), Some(&false));
     assert_eq!(m.running.get("c/x"), Some(&true));
@@ -380,39 +357,40 @@ fn a_worker_leaving_while_executing_marks_its_nodes_not_running_and_is_recorded(
         "a worker hosting nodes stays in the tree, disconnected"
     );
     // Its node cannot run again until it reconnects.
-    let r = m.decide(&Command::NodeReport {
-        manager_id: M.into(),
-        node_id: "a".into(),
-        running: true,
-    });
-    is_conflict_naming(r, "EXECUTING");
+    let m = given_state(m)
+        .when(|m| m.decide(&node_report("a", true)))
+        .then_err(DomainError::Conflict(
+            "node \"a\" cannot run: its worker \"w1\" is disconnected (manager \"m.1\" is EXECUTING (3))"
+                .into(),
+        ));
     // Reconnecting brings it back.
-    events.push(connected("w1"));
-    let m = given(&events);
+    let m = given_state(m)
+        .when(|m| m.decide(&connect(worker("w1"))))
+        .then(connected("w1"));
     assert!(m.workers.iter().all(|w| w.connected));
-    assert!(m
-        .decide(&Command::NodeReport {
-            manager_id: M.into(),
-            node_id: "a".into(),
-            running: true
-        })
-        .is_ok());
+    given_state(m)
+        .when(|m| m.decide(&node_report("a", true)))
+        .then(report("a", true));
 }
 
 #[test]
 fn commit_graph_moves_to_nodes_ready() {
-    let m = given(&[started(), connected("w1"), connected("w/2")]);
-    let e = m.decide(&commit_cmd()).unwrap();
-    assert_eq!(e, committed());
-    let m = given(&ready());
+    let m = given::<Manager>([started(), connected("w1"), connected("w/2")])
+        .when(|m| m.decide(&commit_cmd()))
+        .then(committed());
     assert_eq!(m.state, Some(ManagerState::NodesReady));
     assert_eq!(m.running.len(), 3);
 }
 
 #[test]
 fn commit_graph_out_of_order_is_a_conflict() {
-    is_conflict_naming(given(&[started()]).decide(&commit_cmd()), "STARTED");
-    is_conflict_naming(given(&executing()).decide(&commit_cmd()), "EXECUTING");
+    let needs = "WORKERS_CONNECTED, NODES_READY or STOPPED";
+    given::<Manager>([started()])
+        .when(|m| m.decide(&commit_cmd()))
+        .then_err(conflict(ManagerState::Started, "commit-graph", needs));
+    given::<Manager>(executing())
+        .when(|m| m.decide(&commit_cmd()))
+        .then_err(conflict(ManagerState::Executing, "commit-graph", needs));
 }
 
 fn with_graph(
@@ -438,48 +416,46 @@ fn with_graph(
 
 #[test]
 fn invalid_graphs_are_refused() {
-    let m = given(&[
+    // w1 and w/2 connected; w3 connected, then gone.
+    let m = folded(&[
         started(),
         connected("w1"),
         connected("w/2"),
         connected("w3"),
-    ]);
-    let m = {
-        let mut m = m;
-        m.evolve(&Event::WorkerDisconnected {
+        Event::WorkerDisconnected {
             manager_id: M.into(),
             worker_id: "w3".into(),
             stopped_nodes: vec![],
-        });
-        m
+        },
+    ]);
+    let refused = |cmd: Command, expected: &str| {
+        given_state(m.clone())
+            .when(|m| m.decide(&cmd))
+            .then_err(invalid(expected));
     };
-    is_invalid(
-        m.decide(&with_graph(|_, e, _| e.push(("c/x".into(), "a".into())))),
-        "cycle",
+    refused(
+        with_graph(|_, e, _| e.push(("c/x".into(), "a".into()))),
+        "the edges form a cycle (through nodes [\"a\", \"b\", \"c/x\"]); the graph must be a DAG",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, e, _| e.push(("a".into(), "a".into())))),
-        "self-loop",
+    refused(
+        with_graph(|_, e, _| e.push(("a".into(), "a".into()))),
+        "edge [\"a\", \"a\"] is a self-loop; the graph must be a DAG",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, e, _| e.push(("a".into(), "b".into())))),
-        "more than once",
+    refused(
+        with_graph(|_, e, _| e.push(("a".into(), "b".into()))),
+        "edge [\"a\", \"b\"] appears more than once",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, e, _| e.push(("a".into(), "zz".into())))),
-        "unknown node",
+    refused(
+        with_graph(|_, e, _| e.push(("a".into(), "zz".into()))),
+        "edge [\"a\", \"zz\"] names unknown node \"zz\"",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, _, map| {
-            drop(map.insert("a".into(), "w9".into()))
-        })),
-        "unknown worker",
+    refused(
+        with_graph(|_, _, map| drop(map.insert("a".into(), "w9".into()))),
+        "node \"a\" is mapped to unknown worker \"w9\": it is not connected to this manager",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, _, map| {
-            drop(map.insert("a".into(), "w3".into()))
-        })),
-        "not connected",
+    refused(
+        with_graph(|_, _, map| drop(map.insert("a".into(), "w3".into()))),
+        "node \"a\" is mapped to unknown worker \"w3\": it is not connected to this manager",
     );
     let mut events = ready();
     events.push(Event::WorkerDisconnected {
@@ -487,79 +463,91 @@ fn invalid_graphs_are_refused() {
         worker_id: "w/2".into(),
         stopped_nodes: vec![],
     });
-    is_invalid(given(&events).decide(&commit_cmd()), "disconnected");
-    is_invalid(
-        m.decide(&with_graph(|_, _, map| drop(map.remove("b")))),
-        "not mapped",
+    given::<Manager>(events)
+        .when(|m| m.decide(&commit_cmd()))
+        .then_err(invalid(
+            "node \"c/x\" is mapped to worker \"w/2\", which is disconnected",
+        ));
+    refused(
+        with_graph(|_, _, map| drop(map.remove("b"))),
+        "node \"b\" is not mapped to a worker",
     );
-    is_invalid(
-        m.decide(&with_graph(|_, _, map| {
-            drop(map.insert("q".into(), "w1".into()))
-        })),
-        "not in `nodes`",
+    refused(
+        with_graph(|_, _, map| drop(map.insert("q".into(), "w1".into()))),
+        "mapping names node \"q\", which is not in `nodes`",
     );
-    is_invalid(
-        m.decide(&with_graph(|n, _, _| n.push(node("a", 9)))),
-        "more than once",
+    refused(
+        with_graph(|n, _, _| n.push(node("a", 9))),
+        "node id \"a\" appears more than once",
     );
-    is_invalid(m.decide(&with_graph(|n, _, _| n[1].port = 1)), "port 1");
-    is_invalid(
-        m.decide(&with_graph(|n, e, map| {
+    refused(
+        with_graph(|n, _, _| n[1].port = 1),
+        "nodes \"a\" and \"b\" both use port 1 on worker \"w1\"",
+    );
+    refused(
+        with_graph(|n, e, map| {
             n.clear();
             e.clear();
             map.clear();
-        })),
-        "at least one node",
+        }),
+        "a graph needs at least one node",
     );
     // Same port on different workers is fine.
-    assert!(m.decide(&with_graph(|n, _, _| n[2].port = 2)).is_ok());
+    let same_port = with_graph(|n, _, _| n[2].port = 2);
+    given_state(m)
+        .when(|m| m.decide(&same_port))
+        .then(committed_by(same_port.clone()));
 }
 
 #[test]
 fn node_reports_set_running() {
-    let m = given(&ready());
-    let e = m
-        .decide(&Command::NodeReport {
-            manager_id: M.into(),
-            node_id: "b".into(),
-            running: true,
-        })
-        .unwrap();
-    assert_eq!(e, report("b", true));
-    let mut events = ready();
-    events.push(e);
-    assert_eq!(given(&events).running.get("b"), Some(&true));
+    let m = given::<Manager>(ready())
+        .when(|m| m.decide(&node_report("b", true)))
+        .then(report("b", true));
+    assert_eq!(m.running.get("b"), Some(&true));
 }
 
 #[test]
 fn node_reports_before_a_graph_or_for_unknown_nodes_are_refused() {
-    let r = given(&[started(), connected("w1")]).decide(&Command::NodeReport {
-        manager_id: M.into(),
-        node_id: "a".into(),
-        running: true,
-    });
-    is_conflict_naming(r, "WORKERS_CONNECTED");
-    let r = given(&ready()).decide(&Command::NodeReport {
-        manager_id: M.into(),
-        node_id: "zz".into(),
-        running: true,
-    });
-    assert!(matches!(r, Err(DomainError::NotFound(_))));
+    given::<Manager>([started(), connected("w1")])
+        .when(|m| m.decide(&node_report("a", true)))
+        .then_err(conflict(
+            ManagerState::WorkersConnected,
+            "node-report",
+            "a committed graph (NODES_READY or later)",
+        ));
+    given::<Manager>(ready())
+        .when(|m| m.decide(&node_report("zz", true)))
+        .then_err(DomainError::NotFound(
+            "node \"zz\" is not in manager \"m.1\"'s graph".into(),
+        ));
 }
 
 #[test]
 fn execute_stop_finalize_walk_the_states() {
-    let mut events = ready();
-    for (c, state) in [
-        ("execute", ManagerState::Executing),
-        ("stop", ManagerState::Stopped),
-        ("execute", ManagerState::Executing),
-        ("stop", ManagerState::Stopped),
-        ("finalize", ManagerState::Finalizing),
+    let stopped = || Event::ExecutionStopped {
+        manager_id: M.into(),
+        stopped_nodes: vec![],
+    };
+    let started_exec = || Event::ExecutionStarted {
+        manager_id: M.into(),
+    };
+    let mut m = folded(&ready());
+    for (c, event, state) in [
+        ("execute", started_exec(), ManagerState::Executing),
+        ("stop", stopped(), ManagerState::Stopped),
+        ("execute", started_exec(), ManagerState::Executing),
+        ("stop", stopped(), ManagerState::Stopped),
+        (
+            "finalize",
+            Event::FinalizationStarted {
+                manager_id: M.into(),
+            },
+            ManagerState::Finalizing,
+        ),
     ] {
-        let e = given(&events).decide(&cmd(c)).unwrap();
-        events.push(e);
-        assert_eq!(given(&events).state, Some(state), "after {c}");
+        m = given_state(m).when(|m| m.decide(&cmd(c))).then(event);
+        assert_eq!(m.state, Some(state), "after {c}");
     }
 }
 
@@ -567,52 +555,53 @@ fn execute_stop_finalize_walk_the_states() {
 fn stop_marks_every_node_not_running_and_records_them() {
     let mut events = executing();
     events.push(report("a", true));
-    let e = given(&events).decide(&cmd("stop")).unwrap();
-    assert_eq!(
-        e,
-        Event::ExecutionStopped {
+    let m = given::<Manager>(events)
+        .when(|m| m.decide(&cmd("stop")))
+        .then(Event::ExecutionStopped {
             manager_id: M.into(),
-            stopped_nodes: vec!["a".into()]
-        }
-    );
-    events.push(e);
-    assert!(given(&events).running.values().all(|r| !r));
+            stopped_nodes: vec!["a".into()],
+        });
+    assert!(m.running.values().all(|r| !r));
 }
 
 #[test]
 fn every_out_of_order_transition_is_a_conflict_naming_the_state() {
-    let mut finalizing = executing();
-    finalizing.push(Event::ExecutionStopped {
+    let mut stopped = executing();
+    stopped.push(Event::ExecutionStopped {
         manager_id: M.into(),
         stopped_nodes: vec![],
     });
-    let stopped = finalizing.clone();
-    finalizing.push(Event::FinalizationStarted {
-        manager_id: M.into(),
-    });
-    let cases: Vec<(Vec<Event>, &str, Vec<&str>)> = vec![
+    use ManagerState::*;
+    let cases: Vec<(Vec<Event>, ManagerState, Vec<&str>)> = vec![
         (
             vec![started()],
-            "STARTED",
+            Started,
             vec!["execute", "stop", "finalize"],
         ),
         (
             vec![started(), connected("w1")],
-            "WORKERS_CONNECTED",
+            WorkersConnected,
             vec!["execute", "stop", "finalize"],
         ),
-        (ready(), "NODES_READY", vec!["stop", "finalize"]),
-        (executing(), "EXECUTING", vec!["execute", "finalize"]),
-        (stopped, "STOPPED", vec!["stop"]),
+        (ready(), NodesReady, vec!["stop", "finalize"]),
+        (executing(), Executing, vec!["execute", "finalize"]),
+        (stopped, Stopped, vec!["stop"]),
         (
-            finalizing,
-            "FINALIZING",
+            finalizing(),
+            Finalizing,
             vec!["execute", "stop", "finalize"],
         ),
     ];
     for (events, state, cmds) in cases {
         for c in cmds {
-            is_conflict_naming(given(&events).decide(&cmd(c)), state);
+            let needs = match c {
+                "execute" => "NODES_READY or STOPPED",
+                "stop" => "EXECUTING",
+                _ => "STOPPED",
+            };
+            given::<Manager>(events.clone())
+                .when(|m| m.decide(&cmd(c)))
+                .then_err(conflict(state, c, needs));
         }
     }
 }
@@ -625,14 +614,19 @@ fn execute_needs_every_hosting_worker_connected() {
         worker_id: "w/2".into(),
         stopped_nodes: vec![],
     });
-    is_conflict_naming(given(&events).decide(&cmd("execute")), "w/2");
+    given::<Manager>(events)
+        .when(|m| m.decide(&cmd("execute")))
+        .then_err(DomainError::Conflict(
+            "manager \"m.1\" is NODES_READY (2) but cannot execute: workers [\"w/2\"] host nodes and are disconnected; reconnect them or commit a new graph"
+                .into(),
+        ));
 }
 
 #[test]
 fn tree_has_the_original_shapes() {
     let mut events = ready();
     events.push(report("c/x", true));
-    let t = given(&events).tree();
+    let t = folded(&events).tree();
     assert_eq!(t["state"], 2);
     assert_eq!(t["state_name"], "NODES_READY");
     assert_eq!(t["version"], 5);
@@ -714,10 +708,10 @@ fn each_delta_turns_the_previous_tree_into_the_next() {
             serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
         assert_eq!(wire.version, d.version);
     }
-    let small = delta(&given(&events[..8]), &events[8]);
+    let small = delta(&folded(&events[..8]), &events[8]);
     assert_eq!(small.path, "workers/w~12/nodes/c~1x/running");
     assert_eq!(small.value, json!(true));
-    let leave = delta(&given(&events[..4]), &events[4]);
+    let leave = delta(&folded(&events[..4]), &events[4]);
     assert_eq!(
         (leave.op, leave.path.as_str()),
         (Op::Remove, "workers/w~03")

@@ -1,6 +1,8 @@
-//! The dfs rules.
+//! The dfs rules: the file and server decisions given / when / then (`runtime::testing`); ids,
+//! framing, checks, the planner and ranges plainly. Refusals are compared with `==`.
 
 use super::*;
+use runtime::testing::{given, given_state};
 
 #[test]
 fn sha256_is_the_standard_one() {
@@ -19,20 +21,27 @@ fn chunk_ids_never_leave_the_directory() {
     for ok in ["a", "abc-DEF_123", &"x".repeat(128)] {
         assert!(ChunkId::parse(ok).is_ok(), "{ok}");
     }
-    for bad in [
-        "",
-        "../etc",
-        "a/b",
-        "..",
-        ".",
-        "a.b",
-        "a b",
-        "é",
-        "a\0",
-        &"x".repeat(129),
-        "a\\b",
+    let only = |c: &str| format!("chunk_id may hold only A-Z, a-z, 0-9, '_' and '-'; found {c}");
+    for (bad, expected) in [
+        (
+            "",
+            "chunk_id must be 1 to 128 characters; got 0".to_string(),
+        ),
+        ("../etc", only("'.'")),
+        ("a/b", only("'/'")),
+        ("..", only("'.'")),
+        (".", only("'.'")),
+        ("a.b", only("'.'")),
+        ("a b", only("' '")),
+        ("é", only("'é'")),
+        ("a\0", only("'\\0'")),
+        (
+            &"x".repeat(129),
+            "chunk_id must be 1 to 128 characters; got 129".to_string(),
+        ),
+        ("a\\b", only("'\\\\'")),
     ] {
-        assert!(ChunkId::parse(bad).is_err(), "{bad:?}");
+        assert_eq!(ChunkId::parse(bad).err(), Some(expected), "{bad:?}");
     }
 }
 
@@ -74,13 +83,20 @@ fn bad_frames_are_errors() {
     );
     assert_eq!(split_frame(b"{\"a\":", true), Err(FrameError::NoDelimiter));
     assert_eq!(split_frame(b"[1]\n\n", true), Err(FrameError::NotAnObject));
-    assert!(matches!(
+    assert_eq!(
         split_frame(b"nope\n\n", true),
-        Err(FrameError::BadJson(_))
-    ));
+        Err(FrameError::BadJson(
+            "expected ident at line 1 column 2".into()
+        ))
+    );
     // Without a body requirement, a lone header is fine.
     assert!(split_frame(b"{\"a\":1}", false).unwrap().body.is_empty());
-    assert!(split_frame(b"{\"a\":1} junk", false).is_err());
+    assert_eq!(
+        split_frame(b"{\"a\":1} junk", false),
+        Err(FrameError::BadJson(
+            "unexpected bytes after the JSON header".into()
+        ))
+    );
 }
 
 fn upload(size: u64, sha: &str) -> UploadChunk {
@@ -100,19 +116,32 @@ fn uploads_are_checked() {
     let body = b"hello";
     let sha = sha256_hex(body);
     assert!(check_upload(&upload(5, &sha), body, 10).is_ok());
-    assert!(check_upload(&upload(4, &sha), body, 10)
-        .unwrap_err()
-        .contains("size mismatch"));
-    assert!(check_upload(&upload(5, &sha256_hex(b"x")), body, 10)
-        .unwrap_err()
-        .contains("checksum mismatch"));
-    assert!(check_upload(&upload(5, &sha), body, 4)
-        .unwrap_err()
-        .contains("largest chunk"));
-    assert!(check_upload(&upload(5, "abc"), body, 10).is_err());
+    let refused = |u: &UploadChunk, max: u64| check_upload(u, body, max).err();
+    assert_eq!(
+        refused(&upload(4, &sha), 10).as_deref(),
+        Some("size mismatch: chunk_size is 4 but 5 bytes followed the header")
+    );
+    assert_eq!(
+        refused(&upload(5, &sha256_hex(b"x")), 10),
+        Some(format!(
+            "checksum mismatch: the bytes hash to {sha}, not {}",
+            sha256_hex(b"x")
+        ))
+    );
+    assert_eq!(
+        refused(&upload(5, &sha), 4).as_deref(),
+        Some("chunk_size 5 is over the largest chunk this server takes (4 bytes)")
+    );
+    assert_eq!(
+        refused(&upload(5, "abc"), 10).as_deref(),
+        Some("sha256 must be 64 hex digits")
+    );
     let mut u = upload(5, &sha);
     u.chunk_id = "../x".into();
-    assert!(check_upload(&u, body, 10).is_err());
+    assert_eq!(
+        refused(&u, 10).as_deref(),
+        Some("chunk_id may hold only A-Z, a-z, 0-9, '_' and '-'; found '.'")
+    );
 }
 
 fn commit(chunks: Vec<(u32, u64)>) -> CommitFile {
@@ -136,54 +165,96 @@ fn commit(chunks: Vec<(u32, u64)>) -> CommitFile {
 
 #[test]
 fn commits_are_checked() {
-    assert!(check_commit(&commit(vec![]), 10).is_ok());
-    assert!(check_commit(&commit(vec![(1, 3), (0, 4)]), 10).is_ok());
-    assert!(check_commit(&commit(vec![(0, 3), (2, 4)]), 10).is_err());
-    assert!(check_commit(&commit(vec![(0, 3), (0, 4)]), 10).is_err());
-    assert!(check_commit(&commit(vec![(0, 11)]), 10).is_err());
+    let invalid = |m: &str| Err(FileError::Invalid(m.into()));
+    assert_eq!(check_commit(&commit(vec![]), 10), Ok(()));
+    assert_eq!(check_commit(&commit(vec![(1, 3), (0, 4)]), 10), Ok(()));
+    assert_eq!(
+        check_commit(&commit(vec![(0, 3), (2, 4)]), 10),
+        invalid("chunk indices must be 0..2; 1 is missing")
+    );
+    assert_eq!(
+        check_commit(&commit(vec![(0, 3), (0, 4)]), 10),
+        invalid("chunk_index 0 appears twice")
+    );
+    assert_eq!(
+        check_commit(&commit(vec![(0, 11)]), 10),
+        invalid("chunk c0 is 11 bytes; chunks are at most 10")
+    );
     let mut c = commit(vec![(0, 3)]);
     c.size = 4;
-    assert!(check_commit(&c, 10).is_err());
+    assert_eq!(
+        check_commit(&c, 10),
+        invalid("the chunks add up to 3 bytes but size is 4")
+    );
 }
 
 #[test]
 fn file_decisions() {
     let c = normalise_commit(commit(vec![(1, 3), (0, 4)]), 3);
     assert_eq!(c.chunks[0].chunk_index, 0);
-    let mut s = FileState::default();
-    let Decision::Append(e) = decide_commit(&s, &c).unwrap() else {
-        panic!()
+    let chunk = |i: u32, size: u64| FileChunk {
+        chunk_id: format!("c{i}"),
+        chunk_index: i,
+        size,
+        sha256: "b".repeat(64),
     };
-    runtime::store::Aggregate::apply(&mut s, &e);
-    assert_eq!(decide_commit(&s, &c), Ok(Decision::AlreadyDone));
+    let committed = DfsEvent::FileCommitted {
+        file_id: "f".into(),
+        name: "v.mp4".into(),
+        size: 7,
+        sha256: "a".repeat(64),
+        replicas: 3,
+        chunks: vec![chunk(0, 4), chunk(1, 3)],
+    };
+    let deleted = DfsEvent::FileDeleted {
+        file_id: "f".into(),
+    };
+    given::<FileState>([])
+        .when(|s| decide_commit(s, &c))
+        .then_ok(Decision::Append(committed.clone()));
+    given::<FileState>([committed.clone()])
+        .when(|s| decide_commit(s, &c))
+        .then_ok(Decision::AlreadyDone);
     let mut other = c.clone();
     other.name = "x".into();
-    assert!(matches!(
-        decide_commit(&s, &other),
-        Err(FileError::Conflict(_))
-    ));
-    let d = decide_delete(&s, "f").unwrap();
-    runtime::store::Aggregate::apply(&mut s, &d);
-    assert!(matches!(
-        decide_delete(&s, "f"),
-        Err(FileError::NotFound(_))
-    ));
-    assert!(matches!(decide_commit(&s, &c), Err(FileError::Conflict(_))));
-    assert!(matches!(
-        decide_delete(&FileState::default(), "g"),
-        Err(FileError::NotFound(_))
-    ));
+    given::<FileState>([committed.clone()])
+        .when(|s| decide_commit(s, &other))
+        .then_err(FileError::Conflict(
+            "file f is already committed with other content".into(),
+        ));
+    let s = given::<FileState>([committed])
+        .when(|s| decide_delete(s, "f"))
+        .then(deleted);
+    let s = given_state(s)
+        .when(|s| decide_delete(s, "f"))
+        .then_err(FileError::NotFound("no file \"f\"".into()));
+    given_state(s)
+        .when(|s| decide_commit(s, &c))
+        .then_err(FileError::Conflict(
+            "file f was deleted; commit it under a new file_id".into(),
+        ));
+    given::<FileState>([])
+        .when(|s| decide_delete(s, "g"))
+        .then_err(FileError::NotFound("no file \"g\"".into()));
 }
 
 #[test]
 fn server_decisions() {
-    let mut s = ServerState::default();
-    assert!(decide_silent(&s, "a").is_none());
-    let j = decide_heard(&s, "a", "dfs.chunk.a").unwrap();
-    runtime::store::Aggregate::apply(&mut s, &j);
-    assert!(decide_heard(&s, "a", "dfs.chunk.a").is_none());
-    let l = decide_silent(&s, "a").unwrap();
-    runtime::store::Aggregate::apply(&mut s, &l);
+    let heard = |s: &ServerState| decide_heard(s, "a", "dfs.chunk.a");
+    let silent = |s: &ServerState| decide_silent(s, "a");
+    given::<ServerState>([]).when_total(silent).then_events([]);
+    let s = given::<ServerState>([])
+        .when_total(heard)
+        .then_events([DfsEvent::ServerJoined {
+            server_id: "a".into(),
+            subject: "dfs.chunk.a".into(),
+        }]);
+    let s = given_state(s).when_total(heard).then_events([]);
+    let s = given_state(s)
+        .when_total(silent)
+        .then_events([DfsEvent::ServerLost {
+            server_id: "a".into(),
+        }]);
     assert!(!s.live);
 }
 

@@ -1,7 +1,9 @@
-//! Given / when / then tests of every command, error, transition and dispatcher decision.
+//! Given / when / then tests (`runtime::testing`) of every command, error, transition and
+//! dispatcher decision; the graph's routing is tested plainly.
 
 use super::*;
 use chrono::TimeZone;
+use runtime::testing::{given, given_state, Fold};
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
@@ -45,13 +47,18 @@ fn hall() -> (Vec<w::Node>, Vec<w::Edge>) {
     )
 }
 
-/// A model given a list of events (sequences 1, 2, ...).
-fn given(events: &[DispatchEvent]) -> Model {
-    let mut m = Model::default();
-    for (i, e) in events.iter().enumerate() {
-        m.apply(i as u64 + 1, e);
+/// The model folds an event at the next sequence (1, 2, ...), as the stream numbers them.
+impl Fold for Model {
+    type Event = DispatchEvent;
+    fn fold(&mut self, event: &DispatchEvent) {
+        let seq = self.seq + 1;
+        self.apply(seq, event);
     }
-    m
+}
+
+/// The model folded from `events`.
+fn folded(events: &[DispatchEvent]) -> Model {
+    given::<Model>(events.to_vec()).state().clone()
 }
 
 fn facility() -> DispatchEvent {
@@ -105,6 +112,72 @@ fn report_cmd(cart: &str, r: Report, location: Option<&str>) -> w::CartReport {
     }
 }
 
+/// Cart `id` reports `r` (at `location`), decided on the model (its cart, its facility) at [`now`].
+fn reports<'a>(
+    id: &'a str,
+    r: Report,
+    location: Option<&'a str>,
+) -> impl FnOnce(&Model) -> Result<DispatchEvent, DomainError> + 'a {
+    move |m| {
+        report(
+            &m.carts[id],
+            &report_cmd(id, r, location),
+            m.facility.as_deref(),
+            now(),
+        )
+        .map(DispatchEvent::CartReported)
+    }
+}
+
+/// Request `id` for `datasets` at `server`, decided on the model.
+fn requests<'a>(
+    id: &'a str,
+    server: &'a str,
+    datasets: &'a [&'a str],
+) -> impl FnOnce(&Model) -> Result<DispatchEvent, DomainError> + 'a {
+    move |m| request(m, id, server, datasets).map(DispatchEvent::DatasetsRequested)
+}
+
+/// The dispatcher's reservation of `cart` now, if any.
+fn reserves(cart: &str) -> impl FnOnce(&Model) -> Option<DispatchEvent> + '_ {
+    move |m| m.next_reservation(cart).map(DispatchEvent::CartReserved)
+}
+
+fn reserved(
+    cart: &str,
+    request: &str,
+    server: &str,
+    datasets: &[&str],
+    route: &[&str],
+    seconds: f64,
+    bytes: u64,
+) -> DispatchEvent {
+    DispatchEvent::CartReserved(w::CartReserved {
+        cart_id: cart.into(),
+        request_id: request.into(),
+        server_id: server.into(),
+        datasets: datasets.iter().map(|d| (*d).to_string()).collect(),
+        route: route.iter().map(|n| (*n).to_string()).collect(),
+        seconds,
+        bytes,
+    })
+}
+
+fn planned(cart: &str, datasets: &[&str]) -> w::PlannedCart {
+    w::PlannedCart {
+        cart_id: cart.into(),
+        datasets: datasets.iter().map(|d| (*d).to_string()).collect(),
+    }
+}
+
+/// The report in a `CartReported` event.
+fn reported(e: DispatchEvent) -> w::CartReported {
+    match e {
+        DispatchEvent::CartReported(r) => r,
+        other => panic!("expected a cart report, got {other:?}"),
+    }
+}
+
 // --- graph -----------------------------------------------------------------------------------
 
 #[test]
@@ -123,22 +196,35 @@ fn shortest_route_goes_through_the_cheapest_edges() {
 
 #[test]
 fn a_facility_must_be_connected_and_well_formed() {
+    let invalid = |m: &str| Some(DomainError::Invalid(m.into()));
     let (mut n, e) = hall();
     n.push(node("island", NodeKind::Dock));
-    assert!(matches!(Graph::new(n, e), Err(DomainError::Invalid(m)) if m.contains("connected")));
+    assert_eq!(
+        Graph::new(n, e).err(),
+        invalid("the facility must be connected: 1 of 7 nodes cannot be reached from \"home\"")
+    );
     let (n, mut e) = hall();
     e.push(edge("home", "mars", 1.0));
-    assert!(matches!(Graph::new(n, e), Err(DomainError::Invalid(_))));
+    assert_eq!(
+        Graph::new(n, e).err(),
+        invalid("edge \"home\" - \"mars\" names a node that is not in `nodes`")
+    );
     let (n, mut e) = hall();
     e.push(edge("home", "j2", -1.0));
-    assert!(matches!(Graph::new(n, e), Err(DomainError::Invalid(_))));
+    assert_eq!(
+        Graph::new(n, e).err(),
+        invalid("edge \"home\" - \"j2\": `seconds` must be a finite number >= 0")
+    );
     let (mut n, e) = hall();
     n.push(node("home", NodeKind::Dock));
-    assert!(matches!(Graph::new(n, e), Err(DomainError::Invalid(m)) if m.contains("twice")));
-    assert!(matches!(
-        Graph::new(vec![], vec![]),
-        Err(DomainError::Invalid(_))
-    ));
+    assert_eq!(
+        Graph::new(n, e).err(),
+        invalid("node \"home\" appears twice")
+    );
+    assert_eq!(
+        Graph::new(vec![], vec![]).err(),
+        invalid("`nodes` must not be empty")
+    );
 }
 
 #[test]
@@ -176,66 +262,69 @@ fn routes_on_a_large_grid_are_fast_enough() {
 
 #[test]
 fn register_cart_then_again_is_conflict_unless_faulted() {
-    let m = given(&[facility()]);
+    let m = folded(&[facility()]);
     let f = m.facility.as_deref();
     let cmd = w::RegisterCart {
         cart_id: "c".into(),
         home: "home".into(),
     };
-    let e = register_cart(&Cart::default(), &cmd, f).unwrap();
-    assert_eq!(
-        e,
-        w::CartRegistered {
-            cart_id: "c".into(),
-            home: "home".into()
-        }
-    );
-    let mut c = Cart::default();
-    c.apply(&DispatchEvent::CartRegistered(e));
+    let registers = |c: &Cart| register_cart(c, &cmd, f).map(DispatchEvent::CartRegistered);
+    let c = given::<Cart>([]).when(registers).then(cart("c", "home"));
     assert_eq!((c.status, c.location.as_str()), (CartStatus::Free, "home"));
-    assert!(
-        matches!(register_cart(&c, &cmd, f), Err(DomainError::Conflict(m)) if m.contains("FREE"))
-    );
+    let mut c = given_state(c)
+        .when(registers)
+        .then_err(DomainError::Conflict(
+            "cart \"c\" is already registered and FREE; only a FAULT cart can be registered again"
+                .into(),
+        ));
     c.status = CartStatus::Fault;
-    assert!(register_cart(&c, &cmd, f).is_ok());
+    given_state(c).when(registers).then(cart("c", "home"));
 }
 
 #[test]
 fn register_cart_needs_a_known_home_and_valid_ids() {
-    let m = given(&[facility()]);
+    let m = folded(&[facility()]);
     let bad_home = w::RegisterCart {
         cart_id: "c".into(),
         home: "mars".into(),
     };
-    assert!(matches!(
-        register_cart(&Cart::default(), &bad_home, m.facility.as_deref()),
-        Err(DomainError::NotFound(_))
-    ));
-    assert!(matches!(
-        register_cart(&Cart::default(), &bad_home, None),
-        Err(DomainError::NotFound(_))
-    ));
+    let not_home = DomainError::NotFound("home \"mars\" is not a node of the facility".into());
+    given::<Cart>([])
+        .when(|c| register_cart(c, &bad_home, m.facility.as_deref()))
+        .then_err(not_home.clone());
+    given::<Cart>([])
+        .when(|c| register_cart(c, &bad_home, None))
+        .then_err(not_home);
     let empty = w::RegisterCart {
         cart_id: String::new(),
         home: "home".into(),
     };
-    assert!(matches!(
-        register_cart(&Cart::default(), &empty, m.facility.as_deref()),
-        Err(DomainError::Invalid(_))
-    ));
+    given::<Cart>([])
+        .when(|c| register_cart(c, &empty, m.facility.as_deref()))
+        .then_err(DomainError::Invalid("`cart_id` must not be empty".into()));
 }
 
+/// Cart "c" at home with SSD "s" holding "d", reserved for request "r1" to dock-1.
 fn reserved_model() -> Model {
-    let mut m = given(&[
+    let m = folded(&[
         facility(),
         cart("c", "home"),
         ssd("s", "c", SsdHealth::Ok, &["d"]),
     ]);
-    let r = request(&m, "r1", "dock-1", &["d"]).unwrap();
-    m.apply(10, &DispatchEvent::DatasetsRequested(r));
-    let res = m.next_reservation("c").unwrap();
-    m.apply(11, &DispatchEvent::CartReserved(res));
-    m
+    let m = given_state(m)
+        .when(requests("r1", "dock-1", &["d"]))
+        .state_after();
+    given_state(m)
+        .when_total(reserves("c"))
+        .then_events([reserved(
+            "c",
+            "r1",
+            "dock-1",
+            &["d"],
+            &["home", "j1", "j2", "dock-1"],
+            12.0,
+            10,
+        )])
 }
 
 #[test]
@@ -251,12 +340,12 @@ fn every_report_moves_exactly_as_the_contract_says() {
         (Report::Position, Some("j1"), CartStatus::Flight),
         (Report::Returned, None, CartStatus::Free),
     ];
-    for (i, (r, loc, to)) in steps.into_iter().enumerate() {
-        let c = m.carts["c"].clone();
-        let e = report(&c, &report_cmd("c", r, loc), m.facility.as_deref(), now()).unwrap();
+    for (r, loc, to) in steps {
+        let when = given_state(m).when(reports("c", r, loc));
+        let e = reported(when.event());
         assert_eq!(e.status, to, "{r:?}");
         assert_eq!(e.request_id.as_deref(), Some("r1"));
-        m.apply(20 + i as u64, &DispatchEvent::CartReported(e));
+        m = when.state_after();
     }
     let c = &m.carts["c"];
     assert_eq!(
@@ -268,66 +357,48 @@ fn every_report_moves_exactly_as_the_contract_says() {
 
 #[test]
 fn eta_is_the_remaining_route_time_and_docking_lands_at_the_server() {
-    let m = reserved_model();
-    let c = &m.carts["c"];
-    let e = report(
-        c,
-        &report_cmd("c", Report::Departed, None),
-        m.facility.as_deref(),
-        now(),
-    )
-    .unwrap();
-    assert_eq!(e.eta, Some(now() + chrono::Duration::seconds(12)));
-    let mut c = c.clone();
-    c.apply(&DispatchEvent::CartReported(e));
-    let e = report(
-        &c,
-        &report_cmd("c", Report::Position, Some("j2")),
-        m.facility.as_deref(),
-        now(),
-    )
-    .unwrap();
-    assert_eq!(e.eta, Some(now() + chrono::Duration::seconds(2)));
-    c.apply(&DispatchEvent::CartReported(e));
-    let e = report(
-        &c,
-        &report_cmd("c", Report::Docked, None),
-        m.facility.as_deref(),
-        now(),
-    )
-    .unwrap();
+    let when = given_state(reserved_model()).when(reports("c", Report::Departed, None));
+    assert_eq!(
+        reported(when.event()).eta,
+        Some(now() + chrono::Duration::seconds(12))
+    );
+    let when = given_state(when.state_after()).when(reports("c", Report::Position, Some("j2")));
+    assert_eq!(
+        reported(when.event()).eta,
+        Some(now() + chrono::Duration::seconds(2))
+    );
+    let e = reported(
+        given_state(when.state_after())
+            .when(reports("c", Report::Docked, None))
+            .event(),
+    );
     assert_eq!((e.location.as_str(), e.eta), ("dock-1", None));
 }
 
 #[test]
 fn any_other_report_is_conflict_naming_the_state() {
-    let m = given(&[facility(), cart("c", "home")]);
-    let c = &m.carts["c"];
-    for r in [
-        Report::Departed,
-        Report::Docked,
-        Report::TransferStarted,
-        Report::TransferCompleted,
-        Report::Undocked,
-        Report::Returned,
+    let m = folded(&[facility(), cart("c", "home")]);
+    for (r, location, allowed_in) in [
+        (Report::Departed, None, "QUEUE"),
+        (Report::Docked, None, "FLIGHT"),
+        (Report::TransferStarted, None, "DOCKED"),
+        (Report::TransferCompleted, None, "TRANSFER"),
+        (Report::Undocked, None, "DOCKED"),
+        (Report::Returned, None, "FLIGHT"),
+        (Report::Position, Some("j1"), "FLIGHT"),
     ] {
-        let e = report(c, &report_cmd("c", r, None), m.facility.as_deref(), now());
-        assert!(
-            matches!(&e, Err(DomainError::Conflict(msg)) if msg.contains("FREE")),
-            "{r:?}: {e:?}"
-        );
+        given_state(m.clone())
+            .when(reports("c", r, location))
+            .then_err(DomainError::Conflict(format!(
+                "cart \"c\" is FREE: `{}` is allowed only when it is {allowed_in}",
+                r.as_str()
+            )));
     }
-    let e = report(
-        c,
-        &report_cmd("c", Report::Position, Some("j1")),
-        m.facility.as_deref(),
-        now(),
-    );
-    assert!(matches!(e, Err(DomainError::Conflict(_))));
 }
 
 #[test]
 fn fault_is_allowed_from_any_status() {
+    let m = folded(&[facility(), cart("c", "home")]);
     for status in [
         CartStatus::Free,
         CartStatus::Queue,
@@ -336,48 +407,54 @@ fn fault_is_allowed_from_any_status() {
         CartStatus::Transfer,
         CartStatus::Fault,
     ] {
-        let m = given(&[facility(), cart("c", "home")]);
         let mut c = m.carts["c"].clone();
         c.status = status;
-        let e = report(
-            &c,
-            &report_cmd("c", Report::Fault, None),
-            m.facility.as_deref(),
-            now(),
-        )
-        .unwrap();
-        assert_eq!(e.status, CartStatus::Fault);
+        given_state(c)
+            .when(|c| {
+                report(
+                    c,
+                    &report_cmd("c", Report::Fault, None),
+                    m.facility.as_deref(),
+                    now(),
+                )
+            })
+            .then_ok(w::CartReported {
+                cart_id: "c".into(),
+                report: Report::Fault,
+                status: CartStatus::Fault,
+                location: "home".into(),
+                request_id: None,
+                eta: None,
+            });
     }
 }
 
 #[test]
 fn report_errors_unknown_cart_missing_or_unknown_location() {
-    let m = given(&[facility(), cart("c", "home")]);
+    let m = folded(&[facility(), cart("c", "home")]);
     let f = m.facility.as_deref();
-    assert!(matches!(
-        report(
-            &Cart::default(),
-            &report_cmd("x", Report::Fault, None),
-            f,
-            now()
-        ),
-        Err(DomainError::NotFound(_))
-    ));
+    given::<Cart>([])
+        .when(|c| report(c, &report_cmd("x", Report::Fault, None), f, now()))
+        .then_err(DomainError::NotFound("cart \"x\" is not registered".into()));
     let mut c = m.carts["c"].clone();
     c.status = CartStatus::Flight;
-    assert!(matches!(
-        report(&c, &report_cmd("c", Report::Position, None), f, now()),
-        Err(DomainError::Invalid(_))
-    ));
-    assert!(matches!(
-        report(
-            &c,
-            &report_cmd("c", Report::Position, Some("mars")),
-            f,
-            now()
-        ),
-        Err(DomainError::NotFound(_))
-    ));
+    let c = given_state(c)
+        .when(|c| report(c, &report_cmd("c", Report::Position, None), f, now()))
+        .then_err(DomainError::Invalid(
+            "a `position` report needs `location`".into(),
+        ));
+    given_state(c)
+        .when(|c| {
+            report(
+                c,
+                &report_cmd("c", Report::Position, Some("mars")),
+                f,
+                now(),
+            )
+        })
+        .then_err(DomainError::NotFound(
+            "location \"mars\" is not a node of the facility".into(),
+        ));
 }
 
 // --- SSDs ------------------------------------------------------------------------------------
@@ -390,26 +467,28 @@ fn register_ssd_and_its_errors() {
         capacity_bytes: 100,
         health: SsdHealth::Ok,
     };
-    let e = register_ssd(&Ssd::default(), &cmd, true).unwrap();
-    assert_eq!((e.ssd_id.as_str(), e.capacity_bytes), ("s", 100));
-    assert!(matches!(
-        register_ssd(&Ssd::default(), &cmd, false),
-        Err(DomainError::NotFound(_))
-    ));
-    let mut s = Ssd::default();
-    s.apply(&DispatchEvent::SsdRegistered(e));
-    assert!(matches!(
-        register_ssd(&s, &cmd, true),
-        Err(DomainError::Conflict(_))
-    ));
+    let registers = |cmd: &w::RegisterSsd, cart_exists: bool| {
+        let cmd = cmd.clone();
+        move |s: &Ssd| register_ssd(s, &cmd, cart_exists).map(DispatchEvent::SsdRegistered)
+    };
+    let s = given::<Ssd>([])
+        .when(registers(&cmd, true))
+        .then(ssd("s", "c", SsdHealth::Ok, &[]));
+    given::<Ssd>([])
+        .when(registers(&cmd, false))
+        .then_err(DomainError::NotFound("cart \"c\" is not registered".into()));
+    given_state(s)
+        .when(registers(&cmd, true))
+        .then_err(DomainError::Conflict(
+            "SSD \"s\" is already registered on cart \"c\"".into(),
+        ));
     let zero = w::RegisterSsd {
         capacity_bytes: 0,
         ..cmd
     };
-    assert!(matches!(
-        register_ssd(&Ssd::default(), &zero, true),
-        Err(DomainError::Invalid(_))
-    ));
+    given::<Ssd>([])
+        .when(registers(&zero, true))
+        .then_err(DomainError::Invalid("`capacity_bytes` must be >= 1".into()));
 }
 
 #[test]
@@ -418,114 +497,127 @@ fn set_ssd_health_and_unknown_ssd() {
         ssd_id: "s".into(),
         health: SsdHealth::Failed,
     };
-    assert!(matches!(
-        set_ssd_health(&Ssd::default(), &cmd),
-        Err(DomainError::NotFound(_))
-    ));
-    let mut s = Ssd::default();
-    s.apply(&ssd("s", "c", SsdHealth::Ok, &[]));
-    let e = set_ssd_health(&s, &cmd).unwrap();
-    assert_eq!((e.cart_id.as_str(), e.health), ("c", SsdHealth::Failed));
-    s.apply(&DispatchEvent::SsdHealthChanged(e));
+    let sets = |s: &Ssd| set_ssd_health(s, &cmd).map(DispatchEvent::SsdHealthChanged);
+    given::<Ssd>([])
+        .when(sets)
+        .then_err(DomainError::NotFound("SSD \"s\" is not registered".into()));
+    let s = given::<Ssd>([ssd("s", "c", SsdHealth::Ok, &[])])
+        .when(sets)
+        .then(DispatchEvent::SsdHealthChanged(w::SsdHealthChanged {
+            ssd_id: "s".into(),
+            cart_id: "c".into(),
+            health: SsdHealth::Failed,
+        }));
     assert!(!s.healthy());
 }
 
 #[test]
 fn put_dataset_must_fit_and_replaces_the_same_dataset() {
-    let mut s = Ssd::default();
-    s.apply(&ssd("s", "c", SsdHealth::Ok, &["old"])); // 10 of 100 bytes used
-    let put = |d: &str, n: u64| w::PutDataset {
-        ssd_id: "s".into(),
-        dataset: d.into(),
-        size_bytes: n,
+    let puts = |d: &str, n: u64| {
+        let cmd = w::PutDataset {
+            ssd_id: "s".into(),
+            dataset: d.into(),
+            size_bytes: n,
+        };
+        move |s: &Ssd| put_dataset(s, &cmd).map(DispatchEvent::DatasetPut)
     };
-    assert!(put_dataset(&s, &put("new", 90)).is_ok());
-    assert!(
-        matches!(put_dataset(&s, &put("new", 91)), Err(DomainError::Conflict(m)) if m.contains("90 of 100"))
-    );
-    assert!(
-        put_dataset(&s, &put("old", 100)).is_ok(),
-        "replacing frees the old size"
-    );
-    s.apply(&DispatchEvent::DatasetPut(
-        put_dataset(&s, &put("new", 50)).unwrap(),
-    ));
+    let put = |d: &str, n: u64| {
+        DispatchEvent::DatasetPut(w::DatasetPut {
+            ssd_id: "s".into(),
+            cart_id: "c".into(),
+            dataset: d.into(),
+            size_bytes: n,
+        })
+    };
+    let given_old = || given::<Ssd>([ssd("s", "c", SsdHealth::Ok, &["old"])]); // 10 of 100 bytes used
+    given_old().when(puts("new", 90)).then(put("new", 90));
+    given_old()
+        .when(puts("new", 91))
+        .then_err(DomainError::Conflict(
+            "dataset \"new\" (91 bytes) does not fit SSD \"s\": 90 of 100 bytes free".into(),
+        ));
+    // Replacing frees the old size.
+    given_old().when(puts("old", 100)).then(put("old", 100));
+    let mut s = given_old().when(puts("new", 50)).then(put("new", 50));
     assert_eq!(s.used(), 60);
-    assert!(matches!(
-        put_dataset(&Ssd::default(), &put("x", 1)),
-        Err(DomainError::NotFound(_))
-    ));
+    given::<Ssd>([])
+        .when(puts("x", 1))
+        .then_err(DomainError::NotFound("SSD \"s\" is not registered".into()));
     s.health = Some(SsdHealth::Failed);
-    assert!(matches!(
-        put_dataset(&s, &put("x", 1)),
-        Err(DomainError::Conflict(_))
-    ));
+    given_state(s)
+        .when(puts("x", 1))
+        .then_err(DomainError::Conflict(
+            "SSD \"s\" is failed and takes no data".into(),
+        ));
 }
 
 // --- requests and the dispatcher -------------------------------------------------------------
 
 #[test]
 fn request_errors_unknown_server_unknown_dataset_failed_copies_bad_lists() {
-    let m = given(&[
+    let m = folded(&[
         facility(),
         cart("c", "home"),
         ssd("s", "c", SsdHealth::Failed, &["broken"]),
         ssd("s2", "c", SsdHealth::Ok, &["d"]),
     ]);
-    assert!(matches!(
-        request(&m, "r", "nowhere", &["d"]),
-        Err(DomainError::NotFound(_))
-    ));
-    assert!(
-        matches!(
-            request(&m, "r", "home", &["d"]),
-            Err(DomainError::NotFound(_))
-        ),
-        "a storage node is no server"
+    let refused = |server: &str, datasets: &[&str], expected: DomainError| {
+        given_state(m.clone())
+            .when(requests("r", server, datasets))
+            .then_err(expected);
+    };
+    refused(
+        "nowhere",
+        &["d"],
+        DomainError::NotFound("server \"nowhere\" has no dock in the facility".into()),
     );
-    assert!(matches!(
-        request(&m, "r", "dock-1", &["nope"]),
-        Err(DomainError::NotFound(_))
-    ));
-    assert!(matches!(
-        request(&m, "r", "dock-1", &["broken"]),
-        Err(DomainError::Conflict(_))
-    ));
-    assert!(matches!(
-        request(&m, "r", "dock-1", &[]),
-        Err(DomainError::Invalid(_))
-    ));
-    assert!(matches!(
-        request(&m, "r", "dock-1", &[""]),
-        Err(DomainError::Invalid(_))
-    ));
+    // A storage node is no server.
+    refused(
+        "home",
+        &["d"],
+        DomainError::NotFound("server \"home\" has no dock in the facility".into()),
+    );
+    refused(
+        "dock-1",
+        &["nope"],
+        DomainError::NotFound("no SSD holds dataset(s) [\"nope\"]".into()),
+    );
+    refused(
+        "dock-1",
+        &["broken"],
+        DomainError::Conflict(
+            "dataset(s) [\"broken\"] are only on failed SSDs or faulted carts".into(),
+        ),
+    );
+    refused(
+        "dock-1",
+        &[],
+        DomainError::Invalid("`datasets` must name 1 to 1000 datasets".into()),
+    );
+    refused(
+        "dock-1",
+        &[""],
+        DomainError::Invalid("`datasets[]` must not be empty".into()),
+    );
 }
 
 #[test]
 fn one_cart_carries_everything_it_holds_and_the_nearest_free_cart_wins() {
-    let m = given(&[
+    given::<Model>([
         facility(),
         cart("far", "home"),
         cart("near", "home2"),
         ssd("s1", "far", SsdHealth::Ok, &["a", "b"]),
         ssd("s2", "near", SsdHealth::Degraded, &["a"]),
-    ]);
-    let r = request(&m, "r", "dock-1", &["a", "b", "a"]).unwrap();
-    assert_eq!(r.datasets, ["a", "b"]);
-    // "near" is nearer to dock-1 and takes "a"; "far" takes "b".
-    assert_eq!(
-        r.plan,
-        vec![
-            w::PlannedCart {
-                cart_id: "near".into(),
-                datasets: vec!["a".into()]
-            },
-            w::PlannedCart {
-                cart_id: "far".into(),
-                datasets: vec!["b".into()]
-            }
-        ]
-    );
+    ])
+    .when(|m| request(m, "r", "dock-1", &["a", "b", "a"]))
+    .then_ok(w::DatasetsRequested {
+        request_id: "r".into(),
+        server_id: "dock-1".into(),
+        datasets: vec!["a".into(), "b".into()],
+        // "near" is nearer to dock-1 and takes "a"; "far" takes "b".
+        plan: vec![planned("near", &["a"]), planned("far", &["b"])],
+    });
 }
 
 #[test]
@@ -540,11 +632,12 @@ fn equivalent_free_carts_share_a_burst_of_requests() {
             &["d"],
         ));
     }
-    let m = given(&events);
+    let m = folded(&events);
     let chosen: BTreeSet<String> = (0..50)
         .map(|i| {
-            request(&m, &format!("r{i}"), "dock-1", &["d"])
-                .unwrap()
+            given_state(m.clone())
+                .when(|m| request(m, &format!("r{i}"), "dock-1", &["d"]))
+                .ok()
                 .plan[0]
                 .cart_id
                 .clone()
@@ -558,50 +651,40 @@ fn equivalent_free_carts_share_a_burst_of_requests() {
 
 #[test]
 fn busy_carts_queue_requests_first_come_first_served() {
-    let mut m = reserved_model(); // "c" reserved for r1
-    assert!(
-        m.next_reservation("c").is_none(),
-        "a busy cart is not reserved again"
-    );
-    for (i, id) in ["r2", "r3"].iter().enumerate() {
-        let r = request(&m, id, "dock-2", &["d"]).unwrap();
-        m.apply(30 + i as u64, &DispatchEvent::DatasetsRequested(r));
+    // "c" reserved for r1: a busy cart is not reserved again.
+    let mut m = given_state(reserved_model())
+        .when_total(reserves("c"))
+        .then_events([]);
+    for id in ["r2", "r3"] {
+        m = given_state(m)
+            .when(requests(id, "dock-2", &["d"]))
+            .state_after();
     }
     assert_eq!(m.requests["r2"].state(), w::RequestState::Queued);
     assert!(m.ready_carts().is_empty());
     // The cart comes back: r2 goes first, with the route from where it is.
-    for (i, r) in [
+    for r in [
         Report::Departed,
         Report::Docked,
         Report::TransferStarted,
         Report::TransferCompleted,
         Report::Undocked,
         Report::Returned,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let e = report(
-            &m.carts["c"],
-            &report_cmd("c", r, None),
-            m.facility.as_deref(),
-            now(),
-        )
-        .unwrap();
-        m.apply(40 + i as u64, &DispatchEvent::CartReported(e));
+    ] {
+        m = given_state(m).when(reports("c", r, None)).state_after();
     }
     assert_eq!(m.ready_carts(), ["c"]);
-    let res = m.next_reservation("c").unwrap();
-    assert_eq!(
-        (
-            res.request_id.as_str(),
-            res.route.first().map(String::as_str)
-        ),
-        ("r2", Some("home"))
-    );
-    assert_eq!(res.route.last().map(String::as_str), Some("dock-2"));
-    assert_eq!(res.bytes, 10);
-    m.apply(50, &DispatchEvent::CartReserved(res));
+    let m = given_state(m)
+        .when_total(reserves("c"))
+        .then_events([reserved(
+            "c",
+            "r2",
+            "dock-2",
+            &["d"],
+            &["home", "j1", "dock-2"],
+            55.0,
+            10,
+        )]);
     assert_eq!(m.requests["r2"].state(), w::RequestState::Dispatched);
     assert_eq!(m.queues["c"], ["r3"]);
 }
@@ -609,62 +692,61 @@ fn busy_carts_queue_requests_first_come_first_served() {
 #[test]
 fn returning_without_delivering_puts_the_request_first_in_line_again() {
     let mut m = reserved_model();
-    for (i, r) in [Report::Departed, Report::Returned].into_iter().enumerate() {
-        let e = report(
-            &m.carts["c"],
-            &report_cmd("c", r, None),
-            m.facility.as_deref(),
-            now(),
-        )
-        .unwrap();
-        m.apply(20 + i as u64, &DispatchEvent::CartReported(e));
+    for r in [Report::Departed, Report::Returned] {
+        m = given_state(m).when(reports("c", r, None)).state_after();
     }
-    assert_eq!(
-        m.next_reservation("c").map(|r| r.request_id),
-        Some("r1".into())
-    );
+    given_state(m)
+        .when_total(|m| m.next_reservation("c").map(|r| r.request_id))
+        .then_ok(Some("r1".into()));
 }
 
 #[test]
 fn a_fault_hands_undelivered_datasets_to_another_cart_or_fails_them() {
-    let mut m = given(&[
+    let m = folded(&[
         facility(),
         cart("a", "home2"),
         cart("b", "home"),
         ssd("sa", "a", SsdHealth::Ok, &["shared", "solo"]),
         ssd("sb", "b", SsdHealth::Ok, &["shared"]),
     ]);
-    let r = request(&m, "r", "dock-1", &["shared", "solo"]).unwrap();
-    assert_eq!(r.plan.len(), 1);
-    m.apply(10, &DispatchEvent::DatasetsRequested(r));
-    let res = m.next_reservation("a").unwrap();
-    m.apply(11, &DispatchEvent::CartReserved(res));
-    let e = report(
-        &m.carts["a"],
-        &report_cmd("a", Report::Fault, None),
-        m.facility.as_deref(),
-        now(),
-    )
-    .unwrap();
-    m.apply(12, &DispatchEvent::CartReported(e));
+    let m = given_state(m)
+        .when(requests("r", "dock-1", &["shared", "solo"]))
+        .then(DispatchEvent::DatasetsRequested(w::DatasetsRequested {
+            request_id: "r".into(),
+            server_id: "dock-1".into(),
+            datasets: vec!["shared".into(), "solo".into()],
+            plan: vec![planned("a", &["shared", "solo"])],
+        }));
+    let m = given_state(m)
+        .when_total(reserves("a"))
+        .then_events([reserved(
+            "a",
+            "r",
+            "dock-1",
+            &["shared", "solo"],
+            &["home2", "j2", "dock-1"],
+            3.0,
+            20,
+        )]);
+    let m = given_state(m)
+        .when(reports("a", Report::Fault, None))
+        .state_after();
     assert_eq!(m.lost_shares(), [("r".to_string(), "a".to_string())]);
-    let p = m.replan("r", "a").unwrap();
-    assert_eq!(
-        p.plan,
-        vec![w::PlannedCart {
-            cart_id: "b".into(),
-            datasets: vec!["shared".into()]
-        }]
-    );
-    assert_eq!(p.failed, ["solo"]);
-    assert!(p.reason.as_deref().unwrap_or_default().contains("\"a\""));
-    m.apply(13, &DispatchEvent::RequestReplanned(p));
+    let m = given_state(m)
+        .when_total(|m| m.replan("r", "a").map(DispatchEvent::RequestReplanned))
+        .then_events([DispatchEvent::RequestReplanned(w::RequestReplanned {
+            request_id: "r".into(),
+            cart_id: "a".into(),
+            datasets: vec!["shared".into(), "solo".into()],
+            plan: vec![planned("b", &["shared"])],
+            failed: vec!["solo".into()],
+            reason: Some(
+                "cart \"a\" faulted before delivering and no other working cart holds a healthy copy of [\"solo\"]"
+                    .into(),
+            ),
+        })]);
     assert!(m.lost_shares().is_empty());
     assert_eq!(m.requests["r"].state(), w::RequestState::Failed);
-    assert_eq!(
-        m.next_reservation("b").map(|r| r.datasets),
-        Some(vec!["shared".to_string()])
-    );
     let info = m.request_info("r").unwrap();
     assert_eq!(
         info.carts
@@ -673,29 +755,22 @@ fn a_fault_hands_undelivered_datasets_to_another_cart_or_fails_them() {
             .collect::<Vec<_>>(),
         ["b"]
     );
+    given_state(m)
+        .when_total(|m| m.next_reservation("b").map(|r| r.datasets))
+        .then_ok(Some(vec!["shared".to_string()]));
 }
 
 #[test]
 fn a_fault_after_delivery_loses_nothing() {
     let mut m = reserved_model();
-    for (i, r) in [
+    for r in [
         Report::Departed,
         Report::Docked,
         Report::TransferStarted,
         Report::TransferCompleted,
         Report::Fault,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let e = report(
-            &m.carts["c"],
-            &report_cmd("c", r, None),
-            m.facility.as_deref(),
-            now(),
-        )
-        .unwrap();
-        m.apply(20 + i as u64, &DispatchEvent::CartReported(e));
+    ] {
+        m = given_state(m).when(reports("c", r, None)).state_after();
     }
     assert!(m.lost_shares().is_empty());
     assert_eq!(m.requests["r1"].state(), w::RequestState::Delivered);
@@ -703,28 +778,22 @@ fn a_fault_after_delivery_loses_nothing() {
 
 #[test]
 fn failed_ssds_and_faulted_carts_are_not_candidates() {
-    let m = given(&[
+    let m = given::<Model>([
         facility(),
         cart("c", "home"),
         ssd("s", "c", SsdHealth::Ok, &["d"]),
         ssd("t", "c", SsdHealth::Failed, &["e"]),
-    ]);
-    let (plan, unservable) = m.plan("dock-1", &["e".into()], &BTreeSet::new(), "r");
-    assert!(plan.is_empty());
-    assert_eq!(unservable, [Unservable::NoWorkingCopy("e".into())]);
-    let mut m = m;
-    let e = report(
-        &m.carts["c"],
-        &report_cmd("c", Report::Fault, None),
-        m.facility.as_deref(),
-        now(),
-    )
-    .unwrap();
-    m.apply(10, &DispatchEvent::CartReported(e));
-    assert!(matches!(
-        request(&m, "r", "dock-1", &["d"]),
-        Err(DomainError::Conflict(_))
-    ));
+    ])
+    .when_total(|m| m.plan("dock-1", &["e".into()], &BTreeSet::new(), "r"))
+    .then_ok((vec![], vec![Unservable::NoWorkingCopy("e".into())]));
+    let m = given_state(m)
+        .when(reports("c", Report::Fault, None))
+        .state_after();
+    given_state(m)
+        .when(requests("r", "dock-1", &["d"]))
+        .then_err(DomainError::Conflict(
+            "dataset(s) [\"d\"] are only on failed SSDs or faulted carts".into(),
+        ));
 }
 
 #[test]
@@ -738,7 +807,7 @@ fn events_round_trip_as_the_contract_envelope_data() {
 
 #[test]
 fn a_waiting_share_whose_ssd_fails_is_planned_again() {
-    let mut m = given(&[
+    let m = folded(&[
         facility(),
         cart("busy", "home2"),
         cart("spare", "home"),
@@ -746,48 +815,50 @@ fn a_waiting_share_whose_ssd_fails_is_planned_again() {
         ssd("ss", "spare", SsdHealth::Ok, &["d"]),
     ]);
     // "busy" is out on r0, so r1 waits for it... until its SSD fails.
-    let r0 = request(&m, "r0", "dock-1", &["d"]).unwrap();
-    assert_eq!(r0.plan[0].cart_id, "busy");
-    m.apply(10, &DispatchEvent::DatasetsRequested(r0));
-    m.apply(
-        11,
-        &DispatchEvent::CartReserved(m.next_reservation("busy").unwrap()),
-    );
-    m.apply(
-        12,
-        &DispatchEvent::DatasetsRequested(w::DatasetsRequested {
-            request_id: "r1".into(),
+    let m = given_state(m).when(requests("r0", "dock-1", &["d"])).then(
+        DispatchEvent::DatasetsRequested(w::DatasetsRequested {
+            request_id: "r0".into(),
             server_id: "dock-1".into(),
             datasets: vec!["d".into()],
-            plan: vec![w::PlannedCart {
-                cart_id: "busy".into(),
-                datasets: vec!["d".into()],
-            }],
+            plan: vec![planned("busy", &["d"])],
         }),
     );
+    let mut m = given_state(m)
+        .when_total(reserves("busy"))
+        .then_events([reserved(
+            "busy",
+            "r0",
+            "dock-1",
+            &["d"],
+            &["home2", "j2", "dock-1"],
+            3.0,
+            10,
+        )]);
+    m.fold(&DispatchEvent::DatasetsRequested(w::DatasetsRequested {
+        request_id: "r1".into(),
+        server_id: "dock-1".into(),
+        datasets: vec!["d".into()],
+        plan: vec![planned("busy", &["d"])],
+    }));
     assert!(m.lost_shares().is_empty());
-    m.apply(
-        13,
-        &DispatchEvent::SsdHealthChanged(w::SsdHealthChanged {
-            ssd_id: "sb".into(),
-            cart_id: "busy".into(),
-            health: SsdHealth::Failed,
-        }),
-    );
+    m.fold(&DispatchEvent::SsdHealthChanged(w::SsdHealthChanged {
+        ssd_id: "sb".into(),
+        cart_id: "busy".into(),
+        health: SsdHealth::Failed,
+    }));
     assert_eq!(m.lost_shares(), [("r1".to_string(), "busy".to_string())]);
-    let p = m.replan("r1", "busy").unwrap();
-    assert_eq!(
-        p.plan,
-        vec![w::PlannedCart {
-            cart_id: "spare".into(),
-            datasets: vec!["d".into()]
-        }]
-    );
-    assert!(p.failed.is_empty());
-    m.apply(14, &DispatchEvent::RequestReplanned(p));
+    let m = given_state(m)
+        .when_total(|m| m.replan("r1", "busy").map(DispatchEvent::RequestReplanned))
+        .then_events([DispatchEvent::RequestReplanned(w::RequestReplanned {
+            request_id: "r1".into(),
+            cart_id: "busy".into(),
+            datasets: vec!["d".into()],
+            plan: vec![planned("spare", &["d"])],
+            failed: vec![],
+            reason: None,
+        })]);
     assert!(m.lost_shares().is_empty());
-    assert_eq!(
-        m.next_reservation("spare").map(|r| r.request_id),
-        Some("r1".into())
-    );
+    given_state(m)
+        .when_total(|m| m.next_reservation("spare").map(|r| r.request_id))
+        .then_ok(Some("r1".into()));
 }

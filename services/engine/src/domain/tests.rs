@@ -1,6 +1,8 @@
-//! The engine's rules.
+//! The engine's rules: decisions on a state given / when / then (`runtime::testing`), parsing
+//! and hashing plainly; refusals compared with `==`.
 
 use super::*;
+use runtime::testing::{given, given_state};
 use serde_json::json;
 
 fn calculator() -> Metadata {
@@ -29,19 +31,30 @@ fn raw(v: Value) -> schemas::engine::DriverMetadata {
     serde_json::from_value(v).unwrap()
 }
 
+fn invalid(m: &str) -> Error {
+    Error::Invalid(m.into())
+}
+
+/// `check_args` of `function` with `a`, decided on the driver's metadata.
+fn checks(
+    function: &str,
+    a: Value,
+) -> impl FnOnce(&Metadata) -> Result<Map<String, Value>, Error> + '_ {
+    move |m| m.check_args(function, &args(a))
+}
+
+const INT32: &str = "an Int32 (a whole number from -2147483648 to 2147483647)";
+
 // --- argument checking
 
 #[test]
 fn given_add_when_int32_args_then_they_pass() {
-    let m = calculator();
-    assert_eq!(
-        m.check_args("add", &args(json!({"a": 1, "b": -2})))
-            .unwrap(),
-        args(json!({"a": 1, "b": -2}))
-    );
-    assert!(m
-        .check_args("add", &args(json!({"a": 2147483647, "b": -2147483648})))
-        .is_ok());
+    given_state(calculator())
+        .when(checks("add", json!({"a": 1, "b": -2})))
+        .then_ok(args(json!({"a": 1, "b": -2})));
+    given_state(calculator())
+        .when(checks("add", json!({"a": 2147483647, "b": -2147483648})))
+        .then_ok(args(json!({"a": 2147483647, "b": -2147483648})));
 }
 
 #[test]
@@ -55,50 +68,50 @@ fn given_add_when_int32_out_of_range_then_invalid() {
         json!(true),
         json!(null),
     ] {
-        let r = m.check_args("add", &args(json!({"a": bad.clone(), "b": 1})));
-        assert!(matches!(r, Err(Error::Invalid(_))), "{bad}: {r:?}");
+        given_state(m.clone())
+            .when(checks("add", json!({"a": bad.clone(), "b": 1})))
+            .then_err(invalid(&format!(
+                "argument `a` of add must be {INT32}; got {bad}"
+            )));
     }
 }
 
 #[test]
 fn given_future_add_when_b_missing_then_default_filled() {
-    let m = calculator();
-    assert_eq!(
-        m.check_args("future_add", &args(json!({"a": 1}))).unwrap(),
-        args(json!({"a": 1, "b": 200}))
-    );
-    assert_eq!(
-        m.check_args("future_add", &args(json!({"a": 1, "b": 5})))
-            .unwrap(),
-        args(json!({"a": 1, "b": 5}))
-    );
+    given_state(calculator())
+        .when(checks("future_add", json!({"a": 1})))
+        .then_ok(args(json!({"a": 1, "b": 200})));
+    given_state(calculator())
+        .when(checks("future_add", json!({"a": 1, "b": 5})))
+        .then_ok(args(json!({"a": 1, "b": 5})));
 }
 
 #[test]
 fn given_add_when_argument_missing_or_unknown_then_invalid() {
-    let m = calculator();
-    assert!(
-        matches!(m.check_args("add", &args(json!({"a": 1}))), Err(Error::Invalid(msg)) if msg.contains("`b`"))
-    );
-    assert!(
-        matches!(m.check_args("add", &args(json!({"a": 1, "b": 2, "c": 3}))), Err(Error::Invalid(msg)) if msg.contains('c'))
-    );
-    assert!(matches!(
-        m.check_args("error_task", &args(json!({"x": 1}))),
-        Err(Error::Invalid(_))
-    ));
-    assert!(m.check_args("error_task", &Map::new()).unwrap().is_empty());
+    let m = given_state(calculator())
+        .when(checks("add", json!({"a": 1})))
+        .then_err(invalid("argument `b` (Int32) of add is missing"));
+    let m = given_state(m)
+        .when(checks("add", json!({"a": 1, "b": 2, "c": 3})))
+        .then_err(invalid("add has no parameter c; its parameters are: a, b"));
+    let m = given_state(m)
+        .when(checks("error_task", json!({"x": 1})))
+        .then_err(invalid(
+            "error_task has no parameter x; its parameters are: ",
+        ));
+    given_state(m)
+        .when(checks("error_task", json!({})))
+        .then_ok(Map::new());
 }
 
 #[test]
 fn given_union_when_string_or_int32_then_pass_else_invalid() {
     let m = calculator();
-    assert!(m
-        .check_args("perform_task", &args(json!({"name": "x"})))
-        .is_ok());
-    assert!(m
-        .check_args("perform_task", &args(json!({"name": 7})))
-        .is_ok());
+    for ok in [json!("x"), json!(7)] {
+        given_state(m.clone())
+            .when(checks("perform_task", json!({"name": ok.clone()})))
+            .then_ok(args(json!({"name": ok})));
+    }
     for bad in [
         json!(7.5),
         json!(false),
@@ -106,10 +119,11 @@ fn given_union_when_string_or_int32_then_pass_else_invalid() {
         json!({}),
         json!(4_000_000_000_i64),
     ] {
-        assert!(matches!(
-            m.check_args("perform_task", &args(json!({"name": bad}))),
-            Err(Error::Invalid(_))
-        ));
+        given_state(m.clone())
+            .when(checks("perform_task", json!({"name": bad.clone()})))
+            .then_err(invalid(&format!(
+                "argument `name` of perform_task must be a String or {INT32}; got {bad}"
+            )));
     }
 }
 
@@ -117,55 +131,77 @@ fn given_union_when_string_or_int32_then_pass_else_invalid() {
 fn given_each_base_type_when_checked_then_only_its_values_pass() {
     let m = calculator();
     let good = json!({"s": "x", "i": 9_000_000_000_i64, "f": 1.5, "b": false, "j": {"any": [1]}});
-    assert!(m.check_args("all", &args(good.clone())).is_ok());
-    assert!(
-        m.check_args(
-            "all",
-            &args(json!({"s": "x", "i": 1, "f": 2, "b": true, "j": null}))
-        )
-        .is_ok(),
-        "ints are Float64 too"
-    );
-    for (k, bad) in [
-        ("s", json!(1)),
-        ("i", json!(1.5)),
-        ("i", json!(u64::MAX)),
-        ("f", json!("1")),
-        ("b", json!(0)),
+    given_state(m.clone())
+        .when(checks("all", good.clone()))
+        .then_ok(args(good.clone()));
+    // Ints are Float64 too.
+    let ints = json!({"s": "x", "i": 1, "f": 2, "b": true, "j": null});
+    given_state(m.clone())
+        .when(checks("all", ints.clone()))
+        .then_ok(args(ints));
+    for (k, bad, must_be) in [
+        ("s", json!(1), "a String"),
+        ("i", json!(1.5), "an Int64 (a whole number)"),
+        ("i", json!(u64::MAX), "an Int64 (a whole number)"),
+        ("f", json!("1"), "a Float64 (a number)"),
+        ("b", json!(0), "a Bool"),
     ] {
         let mut a = args(good.clone());
         a.insert(k.into(), bad.clone());
-        assert!(
-            matches!(m.check_args("all", &a), Err(Error::Invalid(_))),
-            "{k}={bad}"
-        );
+        given_state(m.clone())
+            .when(|m| m.check_args("all", &a))
+            .then_err(invalid(&format!(
+                "argument `{k}` of all must be {must_be}; got {bad}"
+            )));
     }
 }
 
 #[test]
 fn given_unknown_function_then_not_found() {
-    assert!(matches!(
-        calculator().check_args("nope", &Map::new()),
-        Err(Error::NotFound(_))
-    ));
+    given_state(calculator())
+        .when(checks("nope", json!({})))
+        .then_err(Error::NotFound(
+            "the driver has no function \"nope\"; it has: add, all, error_task, future_add, perform_task, switch_input"
+                .into(),
+        ));
 }
 
 // --- metadata
 
 #[test]
 fn given_bad_metadata_then_invalid() {
+    let not_a_type =
+        "metadata.functions.f.a must be [type] or [type, default] with the type a string like \"Int32\"";
+    let types = "types are String, Int32, Int64, Float64, Bool, JSON and unions like String|Int32";
     let cases = [
-        json!({"functions": {"f": {"a": ["Integer"]}}}),
-        json!({"functions": {"f": {"a": []}}}),
-        json!({"functions": {"f": {"a": [5]}}}),
-        json!({"functions": {"f": {"a": ["Int32", "x"]}}}),
-        json!({"functions": {"f": {"a": ["Int32", 1, 2]}}}),
-        json!({"functions": {"f": {"a": ["String|Nope"]}}}),
-        json!({"functions": {"f": {}}, "security": {"support": ["g"]}}),
+        (
+            json!({"functions": {"f": {"a": ["Integer"]}}}),
+            format!("metadata.functions.f.a: unknown parameter type \"Integer\" in \"Integer\"; {types}"),
+        ),
+        (json!({"functions": {"f": {"a": []}}}), not_a_type.into()),
+        (json!({"functions": {"f": {"a": [5]}}}), not_a_type.into()),
+        (
+            json!({"functions": {"f": {"a": ["Int32", "x"]}}}),
+            "metadata.functions.f.a: the default \"x\" is not a Int32".into(),
+        ),
+        (
+            json!({"functions": {"f": {"a": ["Int32", 1, 2]}}}),
+            "metadata.functions.f.a has 3 elements; it is [type] or [type, default]".into(),
+        ),
+        (
+            json!({"functions": {"f": {"a": ["String|Nope"]}}}),
+            format!("metadata.functions.f.a: unknown parameter type \"Nope\" in \"String|Nope\"; {types}"),
+        ),
+        (
+            json!({"functions": {"f": {}}, "security": {"support": ["g"]}}),
+            "metadata.security.support names \"g\", which is not one of the driver's functions"
+                .into(),
+        ),
     ];
-    for c in cases {
-        assert!(
-            matches!(Metadata::parse(raw(c.clone())), Err(Error::Invalid(_))),
+    for (c, expected) in cases {
+        assert_eq!(
+            Metadata::parse(raw(c.clone())).err(),
+            Some(Error::Invalid(expected)),
             "{c}"
         );
     }
@@ -194,48 +230,56 @@ fn user(roles: &[&str]) -> Caller {
 
 #[test]
 fn given_public_function_then_anyone_may_call() {
-    let m = calculator();
-    assert_eq!(authorize(&m, "add", &Caller::Anonymous), Ok(()));
-    assert_eq!(authorize(&m, "add", &Caller::BadToken("x".into())), Ok(()));
+    for caller in [Caller::Anonymous, Caller::BadToken("x".into())] {
+        given_state(calculator())
+            .when(|m| authorize(m, "add", &caller))
+            .then_ok(());
+    }
 }
 
 #[test]
 fn given_support_function_then_roles_checked() {
     let m = calculator();
-    assert!(matches!(
-        authorize(&m, "error_task", &Caller::Anonymous),
-        Err(Error::Unauthorized(_))
-    ));
-    assert!(matches!(
-        authorize(&m, "error_task", &Caller::BadToken("bad signature".into())),
-        Err(Error::Unauthorized(_))
-    ));
-    assert!(matches!(
-        authorize(&m, "error_task", &user(&[])),
-        Err(Error::Forbidden(_))
-    ));
-    assert_eq!(authorize(&m, "error_task", &user(&["support"])), Ok(()));
-    assert_eq!(
-        authorize(&m, "error_task", &user(&["administrator"])),
-        Ok(())
-    );
+    let authorizes = |caller: Caller| move |m: &Metadata| authorize(m, "error_task", &caller);
+    let m = given_state(m)
+        .when(authorizes(Caller::Anonymous))
+        .then_err(Error::Unauthorized(
+            "error_task needs role support: send `Authorization: Bearer <token>`".into(),
+        ));
+    let m = given_state(m)
+        .when(authorizes(Caller::BadToken("bad signature".into())))
+        .then_err(Error::Unauthorized(
+            "error_task needs a valid token: bad signature".into(),
+        ));
+    let m = given_state(m)
+        .when(authorizes(user(&[])))
+        .then_err(Error::Forbidden(
+            "jane has roles []; error_task needs support or administrator".into(),
+        ));
+    let m = given_state(m)
+        .when(authorizes(user(&["support"])))
+        .then_ok(());
+    given_state(m)
+        .when(authorizes(user(&["administrator"])))
+        .then_ok(());
 }
 
 #[test]
 fn given_administrator_function_then_support_is_forbidden() {
-    let m = calculator();
-    assert!(matches!(
-        authorize(&m, "perform_task", &Caller::Anonymous),
-        Err(Error::Unauthorized(_))
-    ));
-    assert!(matches!(
-        authorize(&m, "perform_task", &user(&["support"])),
-        Err(Error::Forbidden(_))
-    ));
-    assert_eq!(
-        authorize(&m, "perform_task", &user(&["support", "administrator"])),
-        Ok(())
-    );
+    let authorizes = |caller: Caller| move |m: &Metadata| authorize(m, "perform_task", &caller);
+    let m = given_state(calculator())
+        .when(authorizes(Caller::Anonymous))
+        .then_err(Error::Unauthorized(
+            "perform_task needs role administrator: send `Authorization: Bearer <token>`".into(),
+        ));
+    let m = given_state(m)
+        .when(authorizes(user(&["support"])))
+        .then_err(Error::Forbidden(
+            "jane has roles [support]; perform_task needs administrator".into(),
+        ));
+    given_state(m)
+        .when(authorizes(user(&["support", "administrator"])))
+        .then_ok(());
 }
 
 // --- places
@@ -277,15 +321,18 @@ fn given_module_names_when_parsed_then_places() {
             index: 4
         }
     );
-    assert!(matches!(
+    assert_eq!(
         Place::parse("Display_0", None),
-        Err(Error::Invalid(_))
-    ));
-    assert!(matches!(
+        Err(invalid("`module` \"Display_0\": indexes start at 1"))
+    );
+    assert_eq!(
         Place::parse("Display", Some(0)),
-        Err(Error::Invalid(_))
-    ));
-    assert!(matches!(Place::parse("", None), Err(Error::Invalid(_))));
+        Err(invalid("`index` is 0; indexes start at 1"))
+    );
+    assert_eq!(
+        Place::parse("", None),
+        Err(invalid("`module` must not be empty (like \"Display_1\")"))
+    );
 }
 
 #[test]
@@ -317,18 +364,19 @@ fn reg(id: &str) -> schemas::engine::RegisterDriver {
 
 #[test]
 fn given_any_driver_when_register_then_registered() {
-    let e = register_driver(&DriverState::default(), &reg("calc")).unwrap();
-    assert!(matches!(&e, Event::DriverRegistered { driver_id, .. } if driver_id == "calc"));
-    let mut s = DriverState::default();
-    runtime::store::Aggregate::apply(&mut s, &e);
+    let when = given::<DriverState>([]).when(|s| register_driver(s, &reg("calc")));
     assert!(
-        register_driver(&s, &reg("calc")).is_ok(),
-        "registering again replaces"
+        matches!(&when.event(), Event::DriverRegistered { driver_id, .. } if driver_id == "calc")
     );
-    assert!(matches!(
-        register_driver(&s, &reg("")),
-        Err(Error::Invalid(_))
-    ));
+    let registered = when.event();
+    let s = when.state_after();
+    // Registering again replaces.
+    let s = given_state(s)
+        .when(|s| register_driver(s, &reg("calc")))
+        .then(registered);
+    given_state(s)
+        .when(|s| register_driver(s, &reg("")))
+        .then_err(invalid("`driver_id` must not be empty"));
 }
 
 fn add(id: &str, name: &str) -> schemas::engine::AddModule {
@@ -341,15 +389,13 @@ fn add(id: &str, name: &str) -> schemas::engine::AddModule {
 
 #[test]
 fn given_new_module_when_add_then_added() {
-    let e = add_module(&ModuleState::default(), &add("m.1", "Display"), true).unwrap();
-    assert_eq!(
-        e,
-        Event::ModuleAdded {
+    given::<ModuleState>([])
+        .when(|s| add_module(s, &add("m.1", "Display"), true))
+        .then(Event::ModuleAdded {
             module_id: "m.1".into(),
             driver_id: "calc".into(),
-            name: "Display".into()
-        }
-    );
+            name: "Display".into(),
+        });
 }
 
 #[test]
@@ -357,30 +403,28 @@ fn given_existing_module_when_add_then_conflict() {
     let s = ModuleState {
         added: Some(("calc".into(), "Display".into())),
     };
-    assert!(matches!(
-        add_module(&s, &add("m", "Display"), true),
-        Err(Error::Conflict(_))
-    ));
+    given_state(s)
+        .when(|s| add_module(s, &add("m", "Display"), true))
+        .then_err(Error::Conflict(
+            "module \"m\" already exists (driver \"calc\", name \"Display\")".into(),
+        ));
 }
 
 #[test]
 fn given_unknown_driver_when_add_then_not_found() {
-    assert!(matches!(
-        add_module(&ModuleState::default(), &add("m", "Display"), false),
-        Err(Error::NotFound(_))
-    ));
+    given::<ModuleState>([])
+        .when(|s| add_module(s, &add("m", "Display"), false))
+        .then_err(Error::NotFound("no driver \"calc\" is registered".into()));
 }
 
 #[test]
 fn given_bad_name_when_add_then_invalid() {
     for bad in ["", "1Display", "Dis play", "Dis.play", &"x".repeat(65)] {
-        assert!(
-            matches!(
-                add_module(&ModuleState::default(), &add("m", bad), true),
-                Err(Error::Invalid(_))
-            ),
-            "{bad:?}"
-        );
+        given::<ModuleState>([])
+            .when(|s| add_module(s, &add("m", bad), true))
+            .then_err(invalid(&format!(
+                "`name` {bad:?} must be 1 to 64 ASCII letters, digits, '_' or '-', starting with a letter (like \"Display\")"
+            )));
     }
 }
 
@@ -390,13 +434,12 @@ fn given_known_modules_when_set_system_then_set() {
         system_id: "s".into(),
         modules: vec!["a".into(), "b".into()],
     };
-    assert_eq!(
-        set_system(&SystemState::default(), &cmd, &[]).unwrap(),
-        Event::SystemSet {
+    given::<SystemState>([])
+        .when(|s| set_system(s, &cmd, &[]))
+        .then(Event::SystemSet {
             system_id: "s".into(),
-            modules: vec!["a".into(), "b".into()]
-        }
-    );
+            modules: vec!["a".into(), "b".into()],
+        });
 }
 
 #[test]
@@ -405,18 +448,16 @@ fn given_unknown_or_duplicate_modules_when_set_system_then_refused() {
         system_id: "s".into(),
         modules: vec!["a".into(), "b".into()],
     };
-    assert!(matches!(
-        set_system(&SystemState::default(), &cmd, &["b".into()]),
-        Err(Error::NotFound(_))
-    ));
+    given::<SystemState>([])
+        .when(|s| set_system(s, &cmd, &["b".into()]))
+        .then_err(Error::NotFound("unknown modules: b".into()));
     let dup = schemas::engine::SetSystem {
         system_id: "s".into(),
         modules: vec!["a".into(), "a".into()],
     };
-    assert!(matches!(
-        set_system(&SystemState::default(), &dup, &[]),
-        Err(Error::Invalid(_))
-    ));
+    given::<SystemState>([])
+        .when(|s| set_system(s, &dup, &[]))
+        .then_err(invalid("module \"a\" is listed twice"));
 }
 
 #[test]
@@ -426,26 +467,26 @@ fn given_module_when_update_status_then_updated_else_not_found() {
         name: "power".into(),
         value: json!(true),
     };
-    assert!(matches!(
-        update_status(&ModuleState::default(), &cmd),
-        Err(Error::NotFound(_))
-    ));
+    given::<ModuleState>([])
+        .when(|s| update_status(s, &cmd))
+        .then_err(Error::NotFound("no module \"m\"".into()));
     let s = ModuleState {
         added: Some(("calc".into(), "Display".into())),
     };
-    assert_eq!(
-        update_status(&s, &cmd).unwrap(),
-        Event::StatusUpdated {
+    let s = given_state(s)
+        .when(|s| update_status(s, &cmd))
+        .then(Event::StatusUpdated {
             module_id: "m".into(),
             name: "power".into(),
-            value: json!(true)
-        }
-    );
+            value: json!(true),
+        });
     let empty = schemas::engine::UpdateStatus {
         name: String::new(),
         ..cmd
     };
-    assert!(matches!(update_status(&s, &empty), Err(Error::Invalid(_))));
+    given_state(s)
+        .when(|s| update_status(s, &empty))
+        .then_err(invalid("`name` must not be empty"));
 }
 
 // --- ownership
