@@ -55,6 +55,110 @@ pub fn partition(seqs: &[Option<u64>], checkpoint: u64) -> Partition {
     p
 }
 
+/// A batch as it is gathered: each message's sequence read and its event decoded as it arrives, so
+/// that decoding the next batch overlaps the transaction of the current one (the runner gathers
+/// while it commits) instead of adding to it.
+pub(super) struct Batch<E> {
+    msgs: Vec<jetstream::Message>,
+    /// Each message's stream sequence (`None`: it has none, and is left out).
+    seqs: Vec<Option<u64>>,
+    /// The events decoded, in batch order, and the index of the message of each.
+    decoded: Vec<Stored<E>>,
+    decoded_at: Vec<usize>,
+    /// Messages that do not decode: their index and the reason.
+    failed: Vec<(usize, String)>,
+    /// What the stream still held after the last message (its `pending`).
+    behind: u64,
+}
+
+impl<E: serde::de::DeserializeOwned> Batch<E> {
+    pub(super) fn with_capacity(n: usize) -> Self {
+        Self {
+            msgs: Vec::with_capacity(n),
+            seqs: Vec::with_capacity(n),
+            decoded: Vec::with_capacity(n),
+            decoded_at: Vec::with_capacity(n),
+            failed: Vec::new(),
+            behind: 0,
+        }
+    }
+
+    /// Adds a message: its sequence read, its event decoded (or its failure noted) now.
+    pub(super) fn push(&mut self, m: jetstream::Message) {
+        let i = self.msgs.len();
+        let info = m
+            .info()
+            .ok()
+            .map(|info| (info.stream_sequence, info.pending));
+        if let Some((_, pending)) = info {
+            self.behind = pending;
+        }
+        let seq = info.map(|(seq, _)| seq);
+        if let Some(seq) = seq {
+            match decode_event::<E>(&m.payload) {
+                Ok((meta, event)) => {
+                    self.decoded.push(Stored {
+                        seq,
+                        subject: m.subject.to_string(),
+                        id: meta.id,
+                        occurred_at: meta.occurred_at,
+                        event,
+                    });
+                    self.decoded_at.push(i);
+                }
+                Err(reason) => self.failed.push((i, reason)),
+            }
+        }
+        self.seqs.push(seq);
+        self.msgs.push(m);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.msgs.clear();
+        self.seqs.clear();
+        self.decoded.clear();
+        self.decoded_at.clear();
+        self.failed.clear();
+        self.behind = 0;
+    }
+
+    /// What the stream still held after the batch's last message.
+    pub(super) fn behind(&self) -> u64 {
+        self.behind
+    }
+
+    /// Keeps only the decoded events `apply` (indices of messages) names; idempotent, so a batch
+    /// committed again after a retry keeps the same ones.
+    fn keep_only(&mut self, apply: &[usize]) {
+        if self
+            .decoded_at
+            .iter()
+            .all(|i| apply.binary_search(i).is_ok())
+        {
+            return;
+        }
+        let keep: Vec<bool> = self
+            .decoded_at
+            .iter()
+            .map(|i| apply.binary_search(i).is_ok())
+            .collect();
+        let mut flags = keep.iter();
+        self.decoded
+            .retain(|_| flags.next().copied().unwrap_or(false));
+        let mut flags = keep.iter();
+        self.decoded_at
+            .retain(|_| flags.next().copied().unwrap_or(false));
+    }
+}
+
 /// What became of one attempt at committing a batch.
 pub(super) enum Outcome {
     /// Committed: the checkpoint is now this sequence.
@@ -71,31 +175,21 @@ impl<P: Projection> Runner<P> {
     pub(super) async fn commit(
         &self,
         cp: u64,
-        batch: &[jetstream::Message],
+        batch: &mut Batch<P::Event>,
     ) -> Result<Outcome, sqlx::Error> {
-        let seqs: Vec<Option<u64>> = batch
-            .iter()
-            .map(|m| m.info().ok().map(|i| i.stream_sequence))
-            .collect();
-        let part = partition(&seqs, cp);
+        let part = partition(&batch.seqs, cp);
         if part.apply.is_empty() {
             return Ok(Outcome::Committed(cp));
         }
-        let mut events = Vec::with_capacity(part.apply.len());
-        let mut poison: Vec<(u64, &jetstream::Message, String)> = Vec::new();
-        for &i in &part.apply {
-            let (m, seq) = (&batch[i], seqs[i].unwrap_or(0));
-            match decode_event::<P::Event>(&m.payload) {
-                Ok((meta, event)) => events.push(Stored {
-                    seq,
-                    subject: m.subject.to_string(),
-                    id: meta.id,
-                    occurred_at: meta.occurred_at,
-                    event,
-                }),
-                Err(reason) => poison.push((seq, m, reason)),
-            }
-        }
+        batch.keep_only(&part.apply);
+        let batch = &*batch;
+        let events = &batch.decoded;
+        let mut poison: Vec<(u64, &jetstream::Message, String)> = batch
+            .failed
+            .iter()
+            .filter(|(i, _)| part.apply.binary_search(i).is_ok())
+            .map(|(i, reason)| (batch.seqs[*i].unwrap_or(0), &batch.msgs[*i], reason.clone()))
+            .collect();
         let mut tx = self.pool.begin().await?;
         // The compare-and-set first: it fails (and the transaction changes nothing) when another
         // process moved the checkpoint; otherwise it holds the row until the commit, while this
@@ -115,7 +209,7 @@ impl<P: Projection> Runner<P> {
         }
         if !events.is_empty() {
             sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-            if let Err(e) = self.p.apply(&mut tx, &events).await {
+            if let Err(e) = self.p.apply(&mut tx, events).await {
                 if is_transient(&e) {
                     return Ok(Outcome::Retry(e));
                 }
@@ -123,7 +217,7 @@ impl<P: Projection> Runner<P> {
                 sqlx::query("ROLLBACK TO SAVEPOINT batch")
                     .execute(&mut *tx)
                     .await?;
-                for (i, ev) in events.iter().enumerate() {
+                for (i, (ev, &at)) in events.iter().zip(&batch.decoded_at).enumerate() {
                     sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
                     if let Err(e) = self.p.apply(&mut tx, std::slice::from_ref(ev)).await {
                         if is_transient(&e) {
@@ -132,13 +226,11 @@ impl<P: Projection> Runner<P> {
                         sqlx::query("ROLLBACK TO SAVEPOINT one")
                             .execute(&mut *tx)
                             .await?;
-                        if let Some(&j) = part.apply.iter().find(|&&j| seqs[j] == Some(ev.seq)) {
-                            poison.push((
-                                ev.seq,
-                                &batch[j],
-                                format!("applying event {i} of the batch failed: {e}"),
-                            ));
-                        }
+                        poison.push((
+                            ev.seq,
+                            &batch.msgs[at],
+                            format!("applying event {i} of the batch failed: {e}"),
+                        ));
                     } else {
                         sqlx::query("RELEASE SAVEPOINT one")
                             .execute(&mut *tx)

@@ -1,7 +1,7 @@
 //! The projector's loop: take the lease (or stand by), follow the stream from the checkpoint with an
 //! ordered consumer, make batches, commit them, retry.
 
-use super::batch::Outcome;
+use super::batch::{Batch, Outcome};
 use super::{
     legacy_consumer_name, Batching, Projection, ProjectionHandle, LEASE_CHECK, LEASE_POLL,
 };
@@ -189,9 +189,9 @@ impl<P: Projection> Runner<P> {
                 Err(e) => return Stop::Nats(e),
             };
             let mut cp = cp;
-            let mut batch = Vec::with_capacity(self.batch);
+            let mut batch = Batch::with_capacity(self.batch);
             // Events that arrived while the previous batch was committing: the next batch.
-            let mut next: Vec<jetstream::Message> = Vec::with_capacity(self.batch);
+            let mut next = Batch::with_capacity(self.batch);
             loop {
                 std::mem::swap(&mut batch, &mut next);
                 if batch.is_empty() {
@@ -261,10 +261,7 @@ impl<P: Projection> Runner<P> {
                         Err(_) => break,
                     }
                 }
-                let behind = batch
-                    .last()
-                    .and_then(|m| m.info().ok())
-                    .map_or(0, |i| i.pending);
+                let behind = batch.behind();
                 let span = tracing::info_span!(
                     "projection_batch",
                     projection = P::NAME,
@@ -275,7 +272,7 @@ impl<P: Projection> Runner<P> {
                 // next events overlaps this batch's transaction.
                 let committed = {
                     let commit = self
-                        .commit_retrying(cp, &batch, lease, &mut checked)
+                        .commit_retrying(cp, &mut batch, lease, &mut checked)
                         .instrument(span.clone());
                     tokio::pin!(commit);
                     loop {
@@ -323,13 +320,13 @@ impl<P: Projection> Runner<P> {
     async fn commit_retrying(
         &self,
         cp: u64,
-        batch: &[jetstream::Message],
+        batch: &mut Batch<P::Event>,
         lease: &mut PgConnection,
         checked: &mut tokio::time::Instant,
     ) -> Result<Option<u64>, Stop> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.commit(cp, batch).await {
+            match self.commit(cp, &mut *batch).await {
                 Ok(Outcome::Committed(to)) => return Ok(Some(to)),
                 Ok(Outcome::Moved) => return Ok(None),
                 Ok(Outcome::Retry(e)) | Err(e) => {
