@@ -77,6 +77,7 @@ async fn drain_waits_for_everything_the_stream_holds() -> anyhow::Result<()> {
     let batching = Batching {
         max: 1000,
         linger: Duration::from_millis(500),
+        ..Batching::default()
     };
     let handle = projector::spawn(store.clone(), pool.clone(), Notes, batching).await?;
     assert_eq!(handle.drain(Duration::from_secs(10)).await?, 0);
@@ -116,6 +117,7 @@ async fn drain_times_out_naming_where_the_projection_is() -> anyhow::Result<()> 
     let batching = Batching {
         max: 1000,
         linger: Duration::from_secs(5),
+        ..Batching::default()
     };
     let handle = projector::spawn(store.clone(), pool.clone(), Notes, batching).await?;
     note(&store, 1).await?;

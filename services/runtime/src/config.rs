@@ -20,6 +20,10 @@ pub struct Config {
     /// `SWITCHYARD_PROJECTION_LINGER_MS`: how long a projection batch that is not full waits for
     /// more events once it holds one (default 5; 0 takes only what is already there).
     pub projection_linger: Duration,
+    /// `SWITCHYARD_PROJECTION_SYNC_COMMIT`: `on` makes every projection batch's commit wait for
+    /// PostgreSQL's WAL flush; `off` (default) does not: a batch lost with a crash of PostgreSQL
+    /// loses its checkpoint in the same transaction, and is applied again from the stream.
+    pub projection_sync_commit: bool,
     /// `SWITCHYARD_INSTANCE`: a name for this process in logs and health (default host-pid).
     pub instance: String,
     /// `SWITCHYARD_QUERY_WAIT_MS`: longest `min_seq` wait (default 5000).
@@ -44,6 +48,7 @@ impl Config {
         crate::projector::Batching {
             max: self.projection_batch,
             linger: self.projection_linger,
+            sync_commit: self.projection_sync_commit,
         }
     }
 }
@@ -72,6 +77,19 @@ pub fn positive(name: &str, default: u64) -> anyhow::Result<u64> {
     let v = parse(name, default)?;
     anyhow::ensure!(v > 0, "{name}=0: it must be at least 1");
     Ok(v)
+}
+
+/// A setting that is `on` or `off` (`default` when unset).
+///
+/// # Errors
+/// Any other value, named.
+pub fn on_off(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => anyhow::bail!("{name}={v:?}: on or off"),
+    }
 }
 
 fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -105,15 +123,12 @@ impl Config {
             http_addr: var("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             projection_batch,
             projection_linger: Duration::from_millis(linger_ms),
+            projection_sync_commit: on_off("SWITCHYARD_PROJECTION_SYNC_COMMIT", false)?,
             instance: var("SWITCHYARD_INSTANCE")
                 .unwrap_or_else(|| format!("switchyard-{}", std::process::id())),
             min_seq_wait: Duration::from_millis(parse("SWITCHYARD_QUERY_WAIT_MS", 5000)?),
             replicas: crate::nats::replicas_from_env()?,
-            group_commit: match var("SWITCHYARD_GROUP_COMMIT").as_deref().map(str::trim) {
-                Some("on") => true,
-                None | Some("off") => false,
-                Some(v) => anyhow::bail!("SWITCHYARD_GROUP_COMMIT={v:?}: on or off"),
-            },
+            group_commit: on_off("SWITCHYARD_GROUP_COMMIT", false)?,
         })
     }
 
@@ -126,6 +141,7 @@ impl Config {
             http_addr: "127.0.0.1:0".into(),
             projection_batch: 500,
             projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
+            projection_sync_commit: false,
             instance: format!("test-{}", uuid::Uuid::now_v7()),
             min_seq_wait: Duration::from_secs(5),
             replicas: 1,

@@ -170,6 +170,16 @@ pub(super) enum Outcome {
     Retry(sqlx::Error),
 }
 
+/// Poison: an event's sequence, its message, and why it cannot be projected.
+type Parked<'a> = Vec<(u64, &'a jetstream::Message, String)>;
+
+/// One transaction's result: done, or the batch's `apply` refused it and the events must be
+/// applied one at a time (each in a savepoint) to find the poison.
+enum Attempt {
+    Done(Outcome),
+    OneByOne,
+}
+
 impl<P: Projection> Runner<P> {
     /// One attempt at committing `batch` on top of checkpoint `cp`.
     pub(super) async fn commit(
@@ -183,14 +193,53 @@ impl<P: Projection> Runner<P> {
         }
         batch.keep_only(&part.apply);
         let batch = &*batch;
-        let events = &batch.decoded;
-        let mut poison: Vec<(u64, &jetstream::Message, String)> = batch
+        let undecodable: Parked<'_> = batch
             .failed
             .iter()
             .filter(|(i, _)| part.apply.binary_search(i).is_ok())
             .map(|(i, reason)| (batch.seqs[*i].unwrap_or(0), &batch.msgs[*i], reason.clone()))
             .collect();
-        let mut tx = self.pool.begin().await?;
+        // The whole batch in one go; only when its `apply` fails for a reason that is not the
+        // connection, again one event at a time (a savepoint each) to park the ones at fault.
+        match self
+            .attempt(cp, part.last, batch, undecodable.clone(), false)
+            .await?
+        {
+            Attempt::Done(outcome) => Ok(outcome),
+            Attempt::OneByOne => match self
+                .attempt(cp, part.last, batch, undecodable, true)
+                .await?
+            {
+                Attempt::Done(outcome) => Ok(outcome),
+                Attempt::OneByOne => Err(sqlx::Error::Protocol(
+                    "a projection batch applied one event at a time asked for it again".into(),
+                )),
+            },
+        }
+    }
+
+    /// One transaction: the checkpoint moved from `cp` to `last` (compare-and-set), the events
+    /// applied (all at once, or `one_by_one`), the poison parked, committed.
+    async fn attempt<'a>(
+        &self,
+        cp: u64,
+        last: u64,
+        batch: &'a Batch<P::Event>,
+        mut poison: Parked<'a>,
+        one_by_one: bool,
+    ) -> Result<Attempt, sqlx::Error> {
+        let events = &batch.decoded;
+        // The read model is derived from the stream, and the checkpoint moves in the same
+        // transaction: a commit lost with a crash of PostgreSQL loses its checkpoint with it, and
+        // the batch is applied again. So by default the commit does not wait for its WAL flush
+        // (`synchronous_commit` off for this transaction, set in the same round trip as BEGIN).
+        let mut tx = if self.sync_commit {
+            self.pool.begin().await?
+        } else {
+            self.pool
+                .begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
+                .await?
+        };
         // The compare-and-set first: it fails (and the transaction changes nothing) when another
         // process moved the checkpoint; otherwise it holds the row until the commit, while this
         // transaction applies (never across a wait on NATS).
@@ -198,44 +247,44 @@ impl<P: Projection> Runner<P> {
             "UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1 AND seq = $3",
         )
         .bind(P::NAME)
-        .bind(part.last as i64)
+        .bind(last as i64)
         .bind(cp as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if moved != 1 {
             tx.rollback().await?;
-            return Ok(Outcome::Moved);
+            return Ok(Attempt::Done(Outcome::Moved));
         }
-        if !events.is_empty() {
-            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+        if !events.is_empty() && !one_by_one {
             if let Err(e) = self.p.apply(&mut tx, events).await {
                 if is_transient(&e) {
-                    return Ok(Outcome::Retry(e));
+                    return Ok(Attempt::Done(Outcome::Retry(e)));
                 }
-                // Find the event(s) at fault: apply one at a time, parking what fails.
-                sqlx::query("ROLLBACK TO SAVEPOINT batch")
-                    .execute(&mut *tx)
-                    .await?;
-                for (i, (ev, &at)) in events.iter().zip(&batch.decoded_at).enumerate() {
-                    sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
-                    if let Err(e) = self.p.apply(&mut tx, std::slice::from_ref(ev)).await {
-                        if is_transient(&e) {
-                            return Ok(Outcome::Retry(e));
-                        }
-                        sqlx::query("ROLLBACK TO SAVEPOINT one")
-                            .execute(&mut *tx)
-                            .await?;
-                        poison.push((
-                            ev.seq,
-                            &batch.msgs[at],
-                            format!("applying event {i} of the batch failed: {e}"),
-                        ));
-                    } else {
-                        sqlx::query("RELEASE SAVEPOINT one")
-                            .execute(&mut *tx)
-                            .await?;
+                tracing::warn!(projection = P::NAME, error = %e, "a batch failed to apply; applying its events one at a time to find the one at fault");
+                tx.rollback().await?;
+                return Ok(Attempt::OneByOne);
+            }
+        }
+        if one_by_one {
+            for (i, (ev, &at)) in events.iter().zip(&batch.decoded_at).enumerate() {
+                sqlx::query("SAVEPOINT one").execute(&mut *tx).await?;
+                if let Err(e) = self.p.apply(&mut tx, std::slice::from_ref(ev)).await {
+                    if is_transient(&e) {
+                        return Ok(Attempt::Done(Outcome::Retry(e)));
                     }
+                    sqlx::query("ROLLBACK TO SAVEPOINT one")
+                        .execute(&mut *tx)
+                        .await?;
+                    poison.push((
+                        ev.seq,
+                        &batch.msgs[at],
+                        format!("applying event {i} of the batch failed: {e}"),
+                    ));
+                } else {
+                    sqlx::query("RELEASE SAVEPOINT one")
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
         }
@@ -257,8 +306,8 @@ impl<P: Projection> Runner<P> {
                 .last()
                 .map(|(seq, _, reason)| format!("seq {seq}: {reason}")),
         );
-        self.handle.set_checkpoint(part.last);
-        Ok(Outcome::Committed(part.last))
+        self.handle.set_checkpoint(last);
+        Ok(Attempt::Done(Outcome::Committed(last)))
     }
 }
 

@@ -243,6 +243,21 @@ pub struct Batching {
     /// commands, waiting a few milliseconds turns many such transactions into one, which leaves the
     /// CPU to the commands (see `BENCHMARKS.md`). It delays read-model visibility by as much.
     pub linger: Duration,
+    /// Whether a batch's commit waits for its WAL to be flushed (`synchronous_commit`). Off by
+    /// default: the read model and its checkpoint are lost or kept together, and the stream holds
+    /// what a lost batch applied (see [`Batching::default`]).
+    pub sync_commit: bool,
+}
+
+impl Default for Batching {
+    /// 500 events, a 5 ms linger, commits that do not wait for the WAL flush.
+    fn default() -> Self {
+        Self {
+            max: 500,
+            linger: Duration::from_millis(5),
+            sync_commit: false,
+        }
+    }
 }
 
 impl Batching {
@@ -252,6 +267,7 @@ impl Batching {
         Self {
             max,
             linger: Duration::ZERO,
+            ..Self::default()
         }
     }
 }

@@ -23,6 +23,7 @@ pub(super) struct Runner<P: Projection> {
     pub(super) p: Arc<P>,
     batch: usize,
     linger: Duration,
+    pub(super) sync_commit: bool,
     pub(super) handle: ProjectionHandle,
 }
 
@@ -48,6 +49,7 @@ impl<P: Projection> Runner<P> {
             p: Arc::new(p),
             batch: batching.max.max(1),
             linger: batching.linger,
+            sync_commit: batching.sync_commit,
             handle,
         }
     }
