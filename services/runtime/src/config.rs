@@ -20,8 +20,8 @@ pub struct Config {
     /// `SWITCHYARD_PROJECTION_LINGER_MS`: how long a projection batch that is not full waits for
     /// more events once it holds one (default 5; 0 takes only what is already there).
     pub projection_linger: Duration,
-    /// `SWITCHYARD_PROJECTION_SYNC_COMMIT`: `on` makes every projection batch's commit wait for
-    /// PostgreSQL's WAL flush; `off` (default) does not: a batch lost with a crash of PostgreSQL
+    /// `SWITCHYARD_PROJECTION_SYNC_COMMIT`: `on` (default) makes every projection batch's commit
+    /// wait for PostgreSQL's WAL flush; `off` does not: a batch lost with a crash of PostgreSQL
     /// loses its checkpoint in the same transaction, and is applied again from the stream.
     pub projection_sync_commit: bool,
     /// `SWITCHYARD_INSTANCE`: a name for this process in logs and health (default host-pid).
@@ -123,7 +123,7 @@ impl Config {
             http_addr: var("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             projection_batch,
             projection_linger: Duration::from_millis(linger_ms),
-            projection_sync_commit: on_off("SWITCHYARD_PROJECTION_SYNC_COMMIT", false)?,
+            projection_sync_commit: on_off("SWITCHYARD_PROJECTION_SYNC_COMMIT", true)?,
             instance: var("SWITCHYARD_INSTANCE")
                 .unwrap_or_else(|| format!("switchyard-{}", std::process::id())),
             min_seq_wait: Duration::from_millis(parse("SWITCHYARD_QUERY_WAIT_MS", 5000)?),
@@ -141,7 +141,7 @@ impl Config {
             http_addr: "127.0.0.1:0".into(),
             projection_batch: 500,
             projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
-            projection_sync_commit: false,
+            projection_sync_commit: true,
             instance: format!("test-{}", uuid::Uuid::now_v7()),
             min_seq_wait: Duration::from_secs(5),
             replicas: 1,

@@ -712,7 +712,7 @@ async fn replay_projection(
     last_seq: u64,
     events: u64,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    replay_projection_with(nats_url, last_seq, events, false).await
+    replay_projection_with(nats_url, last_seq, events, true).await
 }
 
 /// [`replay_projection`], each batch's commit waiting for the WAL flush when `sync_commit`.
@@ -785,29 +785,29 @@ async fn replay_section(out: &mut String) -> anyhow::Result<()> {
         .await?
         .state
         .last_sequence;
-    writeln!(out, "## replay\n\nThe shop projection replaying {events} events into a fresh database (the projection alone: from its first committed batch to its last) against the plain loop (fetch 500, one transaction inserting them, ack; its commits wait for the WAL flush), interleaved, {rounds} rounds. The projection as configured by default (commits that do not wait for the WAL flush: `SWITCHYARD_PROJECTION_SYNC_COMMIT=off`) and with `on`.\n")?;
-    writeln!(out, "| round | projection, default (events/s) | from process start (events/s) | projection, sync commit on (events/s) | plain loop (events/s) | default / plain | sync on / plain |\n|---|---|---|---|---|---|---|")?;
-    let (mut ratios, mut sync_ratios) = (Vec::new(), Vec::new());
+    writeln!(out, "## replay\n\nThe shop projection replaying {events} events into a fresh database (the projection alone: from its first committed batch to its last) against the plain loop (fetch 500, one transaction inserting them, ack; its commits wait for the WAL flush), interleaved, {rounds} rounds. The projection as configured by default (commits that wait for the WAL flush, like the plain loop's) and with `SWITCHYARD_PROJECTION_SYNC_COMMIT=off`.\n")?;
+    writeln!(out, "| round | projection, default (events/s) | from process start (events/s) | projection, sync commit off (events/s) | plain loop (events/s) | default / plain | sync off / plain |\n|---|---|---|---|---|---|---|")?;
+    let (mut ratios, mut async_ratios) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
         let (from_start, alone) = replay_projection(&nats.url(), last_seq, events).await?;
-        let (_, sync_alone) = replay_projection_with(&nats.url(), last_seq, events, true).await?;
+        let (_, async_alone) = replay_projection_with(&nats.url(), last_seq, events, false).await?;
         let plain = plain_projection_loop(&client.nats, last_seq).await?;
         let alone = alone.unwrap_or(f64::NAN);
-        let sync_alone = sync_alone.unwrap_or(f64::NAN);
+        let async_alone = async_alone.unwrap_or(f64::NAN);
         ratios.push(alone / plain);
-        sync_ratios.push(sync_alone / plain);
+        async_ratios.push(async_alone / plain);
         writeln!(
             out,
-            "| {r} | {alone:.0} | {from_start:.0} | {sync_alone:.0} | {plain:.0} | {:.2} | {:.2} |",
+            "| {r} | {alone:.0} | {from_start:.0} | {async_alone:.0} | {plain:.0} | {:.2} | {:.2} |",
             alone / plain,
-            sync_alone / plain
+            async_alone / plain
         )?;
     }
     writeln!(
         out,
-        "\nMedian ratios: default {:.2}, sync commit on {:.2} (aim >= 1.0).\n",
+        "\nMedian ratios: default {:.2}, sync commit off {:.2} (aim >= 1.0).\n",
         median(&mut ratios),
-        median(&mut sync_ratios)
+        median(&mut async_ratios)
     )?;
     Ok(())
 }

@@ -231,8 +231,9 @@ impl<P: Projection> Runner<P> {
         let events = &batch.decoded;
         // The read model is derived from the stream, and the checkpoint moves in the same
         // transaction: a commit lost with a crash of PostgreSQL loses its checkpoint with it, and
-        // the batch is applied again. So by default the commit does not wait for its WAL flush
-        // (`synchronous_commit` off for this transaction, set in the same round trip as BEGIN).
+        // the batch is applied again. So with `sync_commit` off the commit does not wait for its
+        // WAL flush (`synchronous_commit` off for this transaction, set with BEGIN in one round
+        // trip).
         let mut tx = if self.sync_commit {
             self.pool.begin().await?
         } else {

@@ -243,19 +243,19 @@ pub struct Batching {
     /// commands, waiting a few milliseconds turns many such transactions into one, which leaves the
     /// CPU to the commands (see `BENCHMARKS.md`). It delays read-model visibility by as much.
     pub linger: Duration,
-    /// Whether a batch's commit waits for its WAL to be flushed (`synchronous_commit`). Off by
-    /// default: the read model and its checkpoint are lost or kept together, and the stream holds
-    /// what a lost batch applied (see [`Batching::default`]).
+    /// Whether a batch's commit waits for its WAL to be flushed (`synchronous_commit`; on by
+    /// default). Off is safe for a read model: it and its checkpoint are lost or kept together,
+    /// and the stream holds what a lost batch applied.
     pub sync_commit: bool,
 }
 
 impl Default for Batching {
-    /// 500 events, a 5 ms linger, commits that do not wait for the WAL flush.
+    /// 500 events, a 5 ms linger, commits that wait for the WAL flush.
     fn default() -> Self {
         Self {
             max: 500,
             linger: Duration::from_millis(5),
-            sync_commit: false,
+            sync_commit: true,
         }
     }
 }
