@@ -708,3 +708,48 @@ async fn a_shard_lists_the_carts_it_holds() -> anyhow::Result<()> {
     assert_eq!(err.code(), Some("invalid_request"), "16 shards: 0..16");
     Ok(())
 }
+
+/// Lines added to a cart are first written as plain inserts (the cheaper statement for new lines);
+/// an add to a line an earlier batch wrote meets that line, and the batch then adds to it instead.
+/// Each add is projected before the next is sent, so every one is a batch of its own, and the
+/// counts, prices and the lines' order must be what the commands reported, also for many re-adds
+/// in a row (the projection upserts at once for a while after a plain insert met a line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_added_again_in_a_later_batch_adds_to_its_line() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    let mut reported = json!(null);
+    let mut seq = 0;
+    for round in 0..80 {
+        for (item, price) in [("pear", 1.5), ("fig", 2.0 + f64::from(round % 3))] {
+            let r = c
+                .request("shop.cmd.add-item", &add("again", item, 1, price))
+                .await?
+                .ok();
+            seq = r["seq"].as_u64().unwrap();
+            reported = r["items"].clone();
+            let projected = cart_at(&c, "again", seq).await;
+            assert_eq!(projected["items"], reported, "round {round}, {item}");
+        }
+        if round == 40 {
+            // A new line after many re-adds (a plain insert is tried again later).
+            let r = c
+                .request("shop.cmd.add-item", &add("again", "kiwi", 2, 0.5))
+                .await?
+                .ok();
+            seq = r["seq"].as_u64().unwrap();
+            reported = r["items"].clone();
+        }
+    }
+    let cart = cart_at(&c, "again", seq).await;
+    assert_eq!(cart["items"], reported);
+    let counts: Vec<i64> = cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["item_count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![80, 80, 2], "{cart}");
+    Ok(())
+}

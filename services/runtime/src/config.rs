@@ -15,7 +15,7 @@ pub struct Config {
     pub database_url: String,
     /// `HTTP_ADDR`: the gateway's listen address.
     pub http_addr: String,
-    /// `SWITCHYARD_PROJECTION_BATCH`: most events one projection transaction takes (default 500).
+    /// `SWITCHYARD_PROJECTION_BATCH`: most events one projection transaction takes (default 2000).
     pub projection_batch: usize,
     /// `SWITCHYARD_PROJECTION_LINGER_MS`: how long a projection batch that is not full waits for
     /// more events once it holds one (default 5; 0 takes only what is already there).
@@ -108,7 +108,7 @@ impl Config {
     /// # Errors
     /// A setting that does not parse or is out of range, named in the message.
     pub fn from_env() -> anyhow::Result<Self> {
-        let projection_batch: usize = parse("SWITCHYARD_PROJECTION_BATCH", 500)?;
+        let projection_batch: usize = parse("SWITCHYARD_PROJECTION_BATCH", 2000)?;
         if !(1..=10_000).contains(&projection_batch) {
             anyhow::bail!("SWITCHYARD_PROJECTION_BATCH must be 1 to 10000");
         }
@@ -139,7 +139,7 @@ impl Config {
             nats_url: nats_url.into(),
             database_url: database_url.into(),
             http_addr: "127.0.0.1:0".into(),
-            projection_batch: 500,
+            projection_batch: 2000,
             projection_linger: Duration::from_millis(DEFAULT_LINGER_MS),
             projection_sync_commit: true,
             instance: format!("test-{}", uuid::Uuid::now_v7()),

@@ -83,7 +83,7 @@ pub async fn start(ctx: &Ctx, settings: &Settings) -> anyhow::Result<()> {
     let shards = settings.shards;
     reshard(&ctx.pool, shards).await?;
     let dht = ctx
-        .projection("shop", &store, DhtProjection { shards })
+        .projection("shop", &store, DhtProjection::new(shards))
         .await?;
     let shop = Arc::new(Shop {
         carts: ctx.repository::<Cart>(&store, "shop"),
@@ -147,13 +147,6 @@ pub async fn rebuild(ctx: &Ctx, settings: &Settings, name: &str) -> anyhow::Resu
     }
     let store = ctx.event_store("shop", STREAM).await?;
     runtime::db::migrate(&ctx.pool, "shop", sqlx::migrate!("./migrations")).await?;
-    runtime::projector::rebuild(
-        &store,
-        &ctx.pool,
-        &DhtProjection {
-            shards: settings.shards,
-        },
-    )
-    .await?;
+    runtime::projector::rebuild(&store, &ctx.pool, &DhtProjection::new(settings.shards)).await?;
     Ok(true)
 }

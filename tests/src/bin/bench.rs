@@ -727,6 +727,7 @@ async fn replay_projection_with(
     let t = Instant::now();
     let mut config = runtime::Config::for_urls(nats_url, &db.url);
     config.projection_sync_commit = sync_commit;
+    config.projection_batch = env_or("SWITCHYARD_BENCH_REPLAY_BATCH", config.projection_batch);
     let starting = tokio::spawn(Services::start(config, &["shop"]));
     let mut first: Option<(Instant, i64)> = None;
     let mut done = None;

@@ -5,9 +5,15 @@ use super::runner::Runner;
 use super::Projection;
 use crate::store::{decode_event, Stored};
 use async_nats::jetstream;
+use sqlx::{Connection as _, PgConnection};
 
 /// Whether a PostgreSQL error is about the connection or the server's state (retry the batch)
 /// rather than about the batch's SQL (park the event at fault).
+/// The checkpoint's compare-and-set failed (`runtime.advance_checkpoint`).
+fn is_moved(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("SY001"))
+}
+
 pub(super) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
@@ -186,6 +192,7 @@ impl<P: Projection> Runner<P> {
         &self,
         cp: u64,
         batch: &mut Batch<P::Event>,
+        conn: &mut PgConnection,
     ) -> Result<Outcome, sqlx::Error> {
         let part = partition(&batch.seqs, cp);
         if part.apply.is_empty() {
@@ -202,12 +209,12 @@ impl<P: Projection> Runner<P> {
         // The whole batch in one go; only when its `apply` fails for a reason that is not the
         // connection, again one event at a time (a savepoint each) to park the ones at fault.
         match self
-            .attempt(cp, part.last, batch, undecodable.clone(), false)
+            .attempt_or_moved(&mut *conn, cp, part.last, batch, undecodable.clone(), false)
             .await?
         {
             Attempt::Done(outcome) => Ok(outcome),
             Attempt::OneByOne => match self
-                .attempt(cp, part.last, batch, undecodable, true)
+                .attempt_or_moved(conn, cp, part.last, batch, undecodable, true)
                 .await?
             {
                 Attempt::Done(outcome) => Ok(outcome),
@@ -220,8 +227,40 @@ impl<P: Projection> Runner<P> {
 
     /// One transaction: the checkpoint moved from `cp` to `last` (compare-and-set), the events
     /// applied (all at once, or `one_by_one`), the poison parked, committed.
+    /// [`Self::attempt`]; a failed attempt leaves the connection out of any transaction, and a
+    /// checkpoint that moved is [`Outcome::Moved`].
+    async fn attempt_or_moved<'a>(
+        &self,
+        conn: &mut PgConnection,
+        cp: u64,
+        last: u64,
+        batch: &'a Batch<P::Event>,
+        poison: Parked<'a>,
+        one_by_one: bool,
+    ) -> Result<Attempt, sqlx::Error> {
+        match self
+            .attempt(&mut *conn, cp, last, batch, poison, one_by_one)
+            .await
+        {
+            Err(e) => {
+                // A statement sent with the BEGIN that failed leaves the session in an aborted
+                // transaction that sqlx does not count as one: end it, so that the connection is
+                // usable again (after any other failure there is no transaction, and this is a
+                // no-op; on a broken connection it fails at once).
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                if is_moved(&e) {
+                    Ok(Attempt::Done(Outcome::Moved))
+                } else {
+                    Err(e)
+                }
+            }
+            ok => ok,
+        }
+    }
+
     async fn attempt<'a>(
         &self,
+        conn: &mut PgConnection,
         cp: u64,
         last: u64,
         batch: &'a Batch<P::Event>,
@@ -232,31 +271,24 @@ impl<P: Projection> Runner<P> {
         // The read model is derived from the stream, and the checkpoint moves in the same
         // transaction: a commit lost with a crash of PostgreSQL loses its checkpoint with it, and
         // the batch is applied again. So with `sync_commit` off the commit does not wait for its
-        // WAL flush (`synchronous_commit` off for this transaction, set with BEGIN in one round
-        // trip).
-        let mut tx = if self.sync_commit {
-            self.pool.begin().await?
-        } else {
-            self.pool
-                .begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
-                .await?
-        };
-        // The compare-and-set first: it fails (and the transaction changes nothing) when another
-        // process moved the checkpoint; otherwise it holds the row until the commit, while this
-        // transaction applies (never across a wait on NATS).
-        let moved = sqlx::query(
-            "UPDATE runtime.checkpoints SET seq = $2, updated_at = now() WHERE projection = $1 AND seq = $3",
-        )
-        .bind(P::NAME)
-        .bind(last as i64)
-        .bind(cp as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            tx.rollback().await?;
-            return Ok(Attempt::Done(Outcome::Moved));
-        }
+        // WAL flush (`synchronous_commit` off for this transaction).
+        //
+        // The compare-and-set of the checkpoint goes with the BEGIN, in one round trip: it fails
+        // the transaction (SQLSTATE SY001, and nothing changes) when another process moved the
+        // checkpoint; otherwise it holds the row until the commit, while this transaction applies
+        // (never across a wait on NATS). Its values are numbers and the projection's name (a
+        // constant of the code, quoted), so the statement is written out rather than bound.
+        let begin = format!(
+            "BEGIN;{} SELECT runtime.advance_checkpoint('{}', {cp}, {last})",
+            if self.sync_commit {
+                ""
+            } else {
+                " SET LOCAL synchronous_commit TO OFF;"
+            },
+            P::NAME.replace('\'', "''"),
+        );
+        // A failure here (SQLSTATE SY001 when the checkpoint moved) is handled by `attempt_or_moved`.
+        let mut tx = conn.begin_with(sqlx::AssertSqlSafe(begin)).await?;
         if !events.is_empty() && !one_by_one {
             if let Err(e) = self.p.apply(&mut tx, events).await {
                 if is_transient(&e) {

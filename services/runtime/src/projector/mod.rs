@@ -250,10 +250,10 @@ pub struct Batching {
 }
 
 impl Default for Batching {
-    /// 500 events, a 5 ms linger, commits that wait for the WAL flush.
+    /// 2,000 events, a 5 ms linger, commits that wait for the WAL flush.
     fn default() -> Self {
         Self {
-            max: 500,
+            max: 2000,
             linger: Duration::from_millis(5),
             sync_commit: true,
         }

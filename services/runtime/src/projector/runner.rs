@@ -328,7 +328,7 @@ impl<P: Projection> Runner<P> {
     ) -> Result<Option<u64>, Stop> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.commit(cp, &mut *batch).await {
+            match self.commit(cp, &mut *batch, &mut *lease).await {
                 Ok(Outcome::Committed(to)) => return Ok(Some(to)),
                 Ok(Outcome::Moved) => return Ok(None),
                 Ok(Outcome::Retry(e)) | Err(e) => {
