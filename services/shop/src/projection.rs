@@ -117,21 +117,22 @@ struct LineOp {
     reposition: bool,
 }
 
+/// A cart's changes in one batch; item ids borrowed from the batch's events.
 #[derive(Default)]
-struct CartOps {
+struct CartOps<'a> {
     /// A checkout in this batch: delete every line the table holds first.
     cleared: bool,
     /// Lines deleted (and not re-added) in this batch.
-    deleted: Vec<String>,
-    lines: HashMap<String, LineOp>,
-    order: Vec<String>,
+    deleted: Vec<&'a str>,
+    lines: HashMap<&'a str, LineOp>,
+    order: Vec<&'a str>,
     /// Whether the key still exists after the batch, and its last sequence.
     present: bool,
     seq: i64,
 }
 
-impl CartOps {
-    fn apply(&mut self, seq: i64, event: &Event) {
+impl<'a> CartOps<'a> {
+    fn apply(&mut self, seq: i64, event: &'a Event) {
         self.seq = seq;
         self.present = true;
         match event {
@@ -144,11 +145,11 @@ impl CartOps {
                 ..
             } => {
                 let prices = Some((*offered_price, *special_sale, *sale_expiration));
-                let was_deleted = self.deleted.iter().any(|d| d == item_id);
+                let was_deleted = self.deleted.contains(&item_id.as_str());
                 if was_deleted {
-                    self.deleted.retain(|d| d != item_id);
+                    self.deleted.retain(|d| *d != item_id);
                 }
-                match self.lines.get_mut(item_id) {
+                match self.lines.get_mut(item_id.as_str()) {
                     Some(op) => {
                         op.count = match op.count {
                             Count::Delta(d) => Count::Delta(d + item_count),
@@ -159,7 +160,7 @@ impl CartOps {
                     None => {
                         let fresh = self.cleared || was_deleted;
                         self.lines.insert(
-                            item_id.clone(),
+                            item_id.as_str(),
                             LineOp {
                                 count: if fresh {
                                     Count::Absolute(*item_count)
@@ -171,17 +172,17 @@ impl CartOps {
                                 reposition: was_deleted,
                             },
                         );
-                        self.order.push(item_id.clone());
+                        self.order.push(item_id.as_str());
                     }
                 }
             }
             Event::ItemCountChanged {
                 item_id, new_count, ..
-            } => match self.lines.get_mut(item_id) {
+            } => match self.lines.get_mut(item_id.as_str()) {
                 Some(op) => op.count = Count::Absolute(*new_count),
                 None => {
                     self.lines.insert(
-                        item_id.clone(),
+                        item_id.as_str(),
                         LineOp {
                             count: Count::Absolute(*new_count),
                             prices: None,
@@ -189,15 +190,15 @@ impl CartOps {
                             reposition: false,
                         },
                     );
-                    self.order.push(item_id.clone());
+                    self.order.push(item_id.as_str());
                 }
             },
             Event::ItemRemoved { item_id, .. } => {
-                if self.lines.remove(item_id).is_some() {
-                    self.order.retain(|i| i != item_id);
+                if self.lines.remove(item_id.as_str()).is_some() {
+                    self.order.retain(|i| *i != item_id);
                 }
-                if !self.deleted.contains(item_id) {
-                    self.deleted.push(item_id.clone());
+                if !self.deleted.contains(&item_id.as_str()) {
+                    self.deleted.push(item_id.as_str());
                 }
             }
             Event::CartCheckedOut { .. } => {
@@ -250,7 +251,7 @@ impl Projection for DhtProjection {
         for k in &keys_in_order {
             for item in &carts[k].deleted {
                 dk.push(*k);
-                di.push(item.as_str());
+                di.push(*item);
             }
         }
         if !dk.is_empty() {
@@ -269,7 +270,7 @@ impl Projection for DhtProjection {
         let mut groups: HashMap<UpsertKind, UpsertCols> = HashMap::new();
         for k in &keys_in_order {
             let ops = &carts[k];
-            let mut items: Vec<&String> = ops.order.iter().collect();
+            let mut items: Vec<&str> = ops.order.clone();
             items.sort_unstable();
             for item in items {
                 let op = &ops.lines[item];
