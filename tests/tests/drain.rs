@@ -58,10 +58,9 @@ async fn rows(pool: &PgPool) -> anyhow::Result<i64> {
         .await?)
 }
 
-/// Events appended while a batch lingers are not in the read model yet; `drain` returns once they
-/// all are, with the checkpoint at the stream's last sequence, and at once when nothing is new.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_waits_for_everything_the_stream_holds() -> anyhow::Result<()> {
+/// A nats-server and a database of their own, the runtime's tables, the read model `drained`, the
+/// stream `DN`.
+async fn setup() -> anyhow::Result<(NatsServer, TestDb, PgPool, EventStore)> {
     e2e::init_logging();
     let nats = NatsServer::start()?;
     let db = TestDb::create().await?;
@@ -72,6 +71,14 @@ async fn drain_waits_for_everything_the_stream_holds() -> anyhow::Result<()> {
         .await?;
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
     let store = EventStore::open(js, "dn", "DN", 1).await?;
+    Ok((nats, db, pool, store))
+}
+
+/// Events appended while a batch lingers are not in the read model yet; `drain` returns once they
+/// all are, with the checkpoint at the stream's last sequence, and at once when nothing is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_waits_for_everything_the_stream_holds() -> anyhow::Result<()> {
+    let (_nats, _db, pool, store) = setup().await?;
 
     // Nothing in the stream: drained at once, at 0.
     let batching = Batching {
@@ -105,16 +112,7 @@ async fn drain_waits_for_everything_the_stream_holds() -> anyhow::Result<()> {
 /// A projection that cannot catch up in time: `drain` says so instead of returning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_times_out_naming_where_the_projection_is() -> anyhow::Result<()> {
-    e2e::init_logging();
-    let nats = NatsServer::start()?;
-    let db = TestDb::create().await?;
-    let pool = PgPool::connect(&db.url).await?;
-    runtime::db::migrate_runtime(&pool).await?;
-    sqlx::query("CREATE TABLE drained (seq BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
-        .execute(&pool)
-        .await?;
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
-    let store = EventStore::open(js, "dn", "DN", 1).await?;
+    let (_nats, _db, pool, store) = setup().await?;
     let batching = Batching {
         max: 1000,
         linger: Duration::from_secs(5),
@@ -140,16 +138,7 @@ async fn drain_times_out_naming_where_the_projection_is() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_moved_under_the_owner_makes_it_start_again_from_there() -> anyhow::Result<()>
 {
-    e2e::init_logging();
-    let nats = NatsServer::start()?;
-    let db = TestDb::create().await?;
-    let pool = PgPool::connect(&db.url).await?;
-    runtime::db::migrate_runtime(&pool).await?;
-    sqlx::query("CREATE TABLE drained (seq BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
-        .execute(&pool)
-        .await?;
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
-    let store = EventStore::open(js, "dn", "DN", 1).await?;
+    let (_nats, _db, pool, store) = setup().await?;
     let batching = Batching {
         linger: Duration::ZERO,
         ..Batching::default()

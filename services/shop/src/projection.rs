@@ -60,19 +60,7 @@ impl DhtProjection {
                 .is_err();
         if plain_first {
             sqlx::query("SAVEPOINT new_lines").execute(&mut *tx).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO shop.dht_items (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
-                 SELECT k, i, n, COALESCE(o, 0), s, e, p FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bigint[]) AS x(k, i, n, o, s, e, p)",
-            )
-            .bind(&cols.key)
-            .bind(&cols.item)
-            .bind(&cols.n)
-            .bind(&cols.offered)
-            .bind(&cols.sale)
-            .bind(&cols.exp)
-            .bind(&cols.pos)
-            .execute(&mut *tx)
-            .await;
+            let inserted = cols.execute(&mut *tx, LINES_INSERT.to_string()).await;
             match inserted {
                 Ok(_) => return Ok(()),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -85,16 +73,7 @@ impl DhtProjection {
                 Err(e) => return Err(e),
             }
         }
-        sqlx::query(sqlx::AssertSqlSafe(kind.sql()))
-            .bind(&cols.key)
-            .bind(&cols.item)
-            .bind(&cols.n)
-            .bind(&cols.offered)
-            .bind(&cols.sale)
-            .bind(&cols.exp)
-            .bind(&cols.pos)
-            .execute(&mut *tx)
-            .await?;
+        cols.execute(&mut *tx, kind.sql()).await?;
         Ok(())
     }
 }
@@ -372,12 +351,15 @@ impl UpsertKind {
             "t.position"
         };
         format!(
-            "INSERT INTO shop.dht_items AS t (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
-             SELECT k, i, n, COALESCE(o, 0), s, e, p FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bigint[]) AS x(k, i, n, o, s, e, p) \
-             ON CONFLICT (key, item_id) DO UPDATE SET item_count = {count}, {prices}position = {position}"
+            "{LINES_INSERT} \
+            ON CONFLICT (key, item_id) DO UPDATE SET item_count = {count}, {prices}position = {position}"
         )
     }
 }
+
+/// Lines inserted as given: the start of every statement that writes lines.
+const LINES_INSERT: &str = "INSERT INTO shop.dht_items AS t (key, item_id, item_count, offered_cents, sale_cents, sale_expiration, position) \
+     SELECT k, i, n, COALESCE(o, 0), s, e, p FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bigint[]) AS x(k, i, n, o, s, e, p)";
 
 #[derive(Default)]
 struct UpsertCols<'a> {
@@ -391,6 +373,24 @@ struct UpsertCols<'a> {
 }
 
 impl<'a> UpsertCols<'a> {
+    /// Runs `sql` (a statement starting with [`LINES_INSERT`]) with these lines bound.
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        sql: String,
+    ) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&self.key)
+            .bind(&self.item)
+            .bind(&self.n)
+            .bind(&self.offered)
+            .bind(&self.sale)
+            .bind(&self.exp)
+            .bind(&self.pos)
+            .execute(tx)
+            .await
+    }
+
     fn push(&mut self, key: &'a str, item: &'a str, op: &LineOp) {
         self.key.push(esc(key));
         self.item.push(esc(item));
