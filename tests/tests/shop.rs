@@ -371,6 +371,53 @@ async fn the_same_msg_id_twice_appends_once_and_replies_the_same() -> anyhow::Re
     Ok(())
 }
 
+/// A command sent again whose first reply was never remembered (the process stored the event and
+/// then lost the reply: killed, or the store's ack came too late) is answered from its stored
+/// event, found by its msg id, not decided again on a state that already holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_stored_but_not_remembered_is_answered_from_its_event() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let _svc = env.services(&["shop"]).await?;
+    let c = env.client().await?;
+    c.request("shop.cmd.add-item", &add("forgot", "a", 2, 3.0))
+        .await?
+        .ok();
+    let first = c
+        .request_with_id(
+            "shop.cmd.checkout",
+            "co-1",
+            &json!({"customer_id": "forgot"}),
+        )
+        .await?
+        .ok();
+    // Forget every remembered reply, as if the first reply had never been recorded.
+    let js = async_nats::jetstream::new(c.nats.clone());
+    js.get_stream("SWITCHYARD_IDEMPOTENCY")
+        .await?
+        .purge()
+        .await?;
+    let again = c
+        .request_with_id(
+            "shop.cmd.checkout",
+            "co-1",
+            &json!({"customer_id": "forgot"}),
+        )
+        .await?
+        .ok();
+    assert_eq!(first, again);
+    assert_eq!(c.stream_len("SHOP").await?, 2);
+    // A different msg id on the emptied cart is decided, and refused.
+    let other = c
+        .request_with_id(
+            "shop.cmd.checkout",
+            "co-2",
+            &json!({"customer_id": "forgot"}),
+        )
+        .await?;
+    assert_eq!(other.code(), Some("conflict"), "{}", other.body);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postcard_bodies_get_postcard_replies() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;

@@ -6,6 +6,7 @@
 
 use e2e::NatsServer;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,9 +63,20 @@ async fn a_flood_beyond_the_subscription_capacity_is_dropped_and_logged_at_warn(
             .unwrap();
     }
     flooder.flush().await.unwrap();
-    // The server queued every message for `slow` before the PONG this flush waits for, and the
-    // client handles its socket in order: every message has been offered to the subscription.
-    slow.flush().await.unwrap();
+    // Wait until `slow`'s connection has read every message of the flood off its socket (it counts
+    // each before offering it to the subscription): then every one has been kept or dropped, and
+    // none is still on its way while the subscription is drained below. (`flush` only writes out
+    // the client's own buffer; it does not wait for what the server is still sending.)
+    let stats = slow.statistics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats.in_messages.load(Ordering::Relaxed) < FLOOD as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow connection read {} of {FLOOD} messages in 10 s",
+            stats.in_messages.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let warned = |text: &str| {
         text.lines().any(|l| {

@@ -230,9 +230,12 @@ impl EventStore {
         Ok((out, last))
     }
 
-    /// The events on `subject` after stream sequence `after`, read one by one with direct gets (cheap
-    /// when a few arrived since: the catch-up after losing a race). `None` when there are more than
-    /// `limit` (load the whole aggregate instead).
+    /// The events on `subject` after stream sequence `after` up to `until` (the subject's last
+    /// sequence, as the stream leader told it: [`EventStore::last_seq_of`]), read one by one with
+    /// direct gets: cheap when a few arrived since (the catch-up after losing a race, or before a
+    /// refusal on a cached state stands). A direct get may be answered by any replica, and one that
+    /// is behind (a node restarted and catching up) does not hold the latest events yet: `None`
+    /// then, as when there are more than `limit` (load the whole aggregate from the leader instead).
     ///
     /// # Errors
     /// JetStream is not reachable, or a stored event does not decode.
@@ -240,16 +243,18 @@ impl EventStore {
         &self,
         subject: &str,
         after: u64,
+        until: u64,
         limit: usize,
     ) -> Result<Option<Vec<Stored<E>>>, ServiceError> {
         let mut out = Vec::new();
         let mut from = after + 1;
-        loop {
+        while from <= until {
             match self
                 .stream
                 .direct_get_next_for_subject(subject, Some(from))
                 .await
             {
+                Ok(m) if m.sequence > until => return Ok(None),
                 Ok(m) => {
                     let (meta, event) = decode_event::<E>(&m.payload).map_err(|e| {
                         ServiceError::internal(format!(
@@ -269,7 +274,8 @@ impl EventStore {
                         return Ok(None);
                     }
                 }
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(Some(out)),
+                // The leader holds an event up to `until` that this replica does not.
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
                 Err(e) => {
                     return Err(ServiceError::unavailable(format!(
                         "the event store is unavailable: {e}"
@@ -277,6 +283,7 @@ impl EventStore {
                 }
             }
         }
+        Ok(Some(out))
     }
 
     /// Appends one encoded event to `subject` if the subject's last sequence is still `expected`.

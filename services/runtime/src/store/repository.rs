@@ -116,20 +116,30 @@ impl<A: Aggregate> Cached<'_, A> {
         Ok(())
     }
 
-    /// Brings a cached aggregate up to date with what other writers appended since.
+    /// Brings a cached aggregate up to date with what other writers appended since: up to the
+    /// subject's last sequence as the stream leader tells it (a replica answering direct gets may be
+    /// behind, and a refusal decided on what it lacks would not stand).
     async fn catch_up_inner(&mut self) -> Result<(), ServiceError> {
         if self.slot.loaded {
-            if let Some(events) = self
-                .store
-                .load_after::<A::Event>(self.subject, self.slot.seq, 64)
-                .await?
-            {
-                for e in &events {
-                    self.slot.state.apply(&e.event);
-                    self.slot.seq = e.seq;
-                }
+            let last = self.store.last_seq_of(self.subject).await?;
+            if last == self.slot.seq {
                 self.fresh = true;
                 return Ok(());
+            }
+            if last > self.slot.seq {
+                let after = self.slot.seq;
+                if let Some(events) = self
+                    .store
+                    .load_after::<A::Event>(self.subject, after, last, 64)
+                    .await?
+                {
+                    for e in &events {
+                        self.slot.state.apply(&e.event);
+                        self.slot.seq = e.seq;
+                    }
+                    self.fresh = true;
+                    return Ok(());
+                }
             }
         }
         self.reload().await
