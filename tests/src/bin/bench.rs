@@ -287,13 +287,19 @@ async fn bare_pipeline(
         })
     });
     ready_rx.await.context("the bare responder did not start")?;
-    let body = bytes::Bytes::from(serde_json::to_vec(&add("bare", "item"))?);
-    let client = client.clone();
+    // The clients do exactly what `shop_throughput`'s do (they share the two cores with the
+    // responder): build and serialise an add-item body per request, and read `seq` off the reply.
+    let client = Client {
+        nats: client.clone(),
+    };
     let rate = with_64_clients(total, move |w, i| {
-        let (c, body) = (client.clone(), body.clone());
+        let c = client.clone();
         async move {
-            c.request(format!("bench.cmd.tp-{w}-{}", i % 100), body)
-                .await?;
+            c.command_seq(
+                &format!("bench.cmd.tp-{w}-{}", i % 100),
+                &add(&format!("tp-{w}-{}", i % 100), &format!("i-{i}")),
+            )
+            .await?;
             Ok(())
         }
     })
