@@ -200,6 +200,12 @@ impl NatsServer {
         anyhow::bail!("nats-server did not stay up")
     }
 
+    /// The server's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `nats://127.0.0.1:<port>`.
     #[must_use]
     pub fn url(&self) -> String {

@@ -56,6 +56,91 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// CPU time used so far, in microseconds: by this process (the clients and the in-process
+/// services), by the bench's nats-server, and by every PostgreSQL process of the machine (the
+/// server's backends; idle ones add nothing). Read from `/proc` (Linux's clock tick is 1/100 s).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    process: f64,
+    nats: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now(nats_pid: Option<u32>) -> Self {
+        fn ticks(stat: &str) -> Option<f64> {
+            // Fields after the command name (which may hold spaces): state is the first; utime
+            // and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        }
+        let of = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| ticks(&s))
+                .unwrap_or(0.0)
+        };
+        let mut postgres = 0.0;
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "postgres")
+                {
+                    postgres += of(pid);
+                }
+            }
+        }
+        let tick_us = 10_000.0;
+        Self {
+            process: of("self") * tick_us,
+            nats: nats_pid.map_or(0.0, |p| of(&p.to_string())) * tick_us,
+            postgres: postgres * tick_us,
+        }
+    }
+
+}
+
+/// CPU used over measured windows, and the commands run in them.
+#[derive(Clone, Copy, Default)]
+struct CpuTally {
+    used: Cpu,
+    commands: f64,
+    secs: f64,
+}
+
+impl CpuTally {
+    /// Adds the window from `before` to now, `commands` commands in `secs` seconds.
+    fn add(&mut self, before: Cpu, nats_pid: Option<u32>, commands: f64, secs: f64) {
+        let after = Cpu::now(nats_pid);
+        let d = |a: f64, b: f64| (a - b).max(0.0);
+        self.used.process += d(after.process, before.process);
+        self.used.nats += d(after.nats, before.nats);
+        self.used.postgres += d(after.postgres, before.postgres);
+        self.commands += commands;
+        self.secs += secs;
+    }
+
+    /// `process / nats-server / PostgreSQL us per command (cores used)`.
+    fn per_command(&self) -> String {
+        let (c, s, u) = (self.commands.max(1.0), self.secs.max(1e-9), self.used);
+        format!(
+            "{:.0} / {:.0} / {:.0} us ({:.2} / {:.2} / {:.2} cores)",
+            u.process / c,
+            u.nats / c,
+            u.postgres / c,
+            u.process / s / 1e6,
+            u.nats / s / 1e6,
+            u.postgres / s / 1e6
+        )
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -207,7 +292,9 @@ async fn bare_pipeline(
     nats_url: &str,
     client: &async_nats::Client,
     total: usize,
+    prefix: &str,
 ) -> anyhow::Result<f64> {
+    let prefix = prefix.to_string();
     let url = nats_url.to_string();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -293,11 +380,11 @@ async fn bare_pipeline(
         nats: client.clone(),
     };
     let rate = with_64_clients(total, move |w, i| {
-        let c = client.clone();
+        let (c, prefix) = (client.clone(), prefix.clone());
         async move {
             c.command_seq(
-                &format!("bench.cmd.tp-{w}-{}", i % 100),
-                &add(&format!("tp-{w}-{}", i % 100), &format!("i-{i}")),
+                &format!("bench.cmd.{prefix}-{w}-{}", i % 100),
+                &add(&format!("{prefix}-{w}-{}", i % 100), &format!("i-{i}")),
             )
             .await?;
             Ok(())
@@ -310,6 +397,22 @@ async fn bare_pipeline(
         .join()
         .map_err(|_| anyhow::anyhow!("the bare responder panicked"))??;
     Ok(rate)
+}
+
+/// Waits (at most 2 minutes) until the shop's projection holds everything stream `SHOP` holds.
+async fn shop_caught_up(client: &Client, conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    let last = client.stream_len("SHOP").await? as i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let cp: i64 =
+            sqlx::query_scalar("SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht'")
+                .fetch_one(&mut *conn)
+                .await?;
+        if cp >= last || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `total` add-item commands from 64 concurrent clients (100 carts each, named after `prefix`);
@@ -479,40 +582,69 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     // and the best of the three is the baseline (the least favourable to the ratios).
     let js = async_nats::jetstream::new(client.nats.clone());
     let mut raw64 = vec![b.pub64_rate, publish_64(&js, 40_000).await?];
-    let bare = bare_pipeline(&nats.url(), &client.nats, total).await?;
+    let commands = (total / 64 * 64) as f64;
+    // `SWITCHYARD_BENCH_THROUGHPUT_ROUNDS` (default 1) rounds of: the bare pipeline, the shop with
+    // its projection running, the shop with it paused; each ratio is taken within its round, and
+    // the medians are reported (the machine drifts between rounds).
+    let rounds = env_or("SWITCHYARD_BENCH_THROUGHPUT_ROUNDS", 1usize).max(1);
     let db = TestDb::create().await?;
-    let svc = Services::start(runtime::Config::for_urls(&nats.url(), &db.url), &["shop"]).await?;
-    eprintln!("bench: shop throughput");
-    let rate = shop_throughput(&client, total, "tp").await?;
-    // The same with the projection paused (the bench holds its checkpoint row, so the projector
-    // waits): what the command path alone reaches while nothing else runs.
-    let paused = {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&db.url).await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht' FOR UPDATE")
+    let mut config = runtime::Config::for_urls(&nats.url(), &db.url);
+    // `SWITCHYARD_BENCH_LINGER_MS`: the projection's linger for the throughput runs (an experiment
+    // knob; the default is the service's).
+    if let Ok(ms) = std::env::var("SWITCHYARD_BENCH_LINGER_MS") {
+        config.projection_linger = Duration::from_millis(ms.parse()?);
+    }
+    let svc = Services::start(config, &["shop"]).await?;
+    let (mut bares, mut rates, mut pauseds) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare_cpu, mut rate_cpu, mut paused_cpu) = <(CpuTally, CpuTally, CpuTally)>::default();
+    for round in 0..rounds {
+        let cpu = Cpu::now(nats.pid());
+        let bare = bare_pipeline(&nats.url(), &client.nats, total, &format!("b{round}")).await?;
+        bare_cpu.add(cpu, nats.pid(), commands, commands / bare);
+        eprintln!("bench: shop throughput (round {round})");
+        let cpu = Cpu::now(nats.pid());
+        let rate = shop_throughput(&client, total, &format!("tp{round}")).await?;
+        rate_cpu.add(cpu, nats.pid(), commands, commands / rate);
+        // Let the projection catch up, then the same with it paused (the bench holds its checkpoint
+        // row, so the projector waits): what the command path alone reaches.
+        let mut conn = {
+            use sqlx::Connection as _;
+            sqlx::PgConnection::connect(&db.url).await?
+        };
+        shop_caught_up(&client, &mut conn).await?;
+        let paused = {
+            use sqlx::Connection as _;
+            let mut tx = conn.begin().await?;
+            sqlx::query(
+                "SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht' FOR UPDATE",
+            )
             .execute(&mut *tx)
             .await?;
-        eprintln!("bench: shop throughput, projection paused");
-        let rate = shop_throughput(&client, total, "tq").await?;
-        eprintln!("bench: shop throughput, projection paused: done");
-        tx.rollback().await?;
-        // Let the projection catch up before the next measurement.
-        let last = client.stream_len("SHOP").await? as i64;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let cp: i64 = sqlx::query_scalar(
-                "SELECT seq FROM runtime.checkpoints WHERE projection = 'shop_dht'",
-            )
-            .fetch_one(&mut conn)
-            .await?;
-            if cp >= last || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        rate
+            eprintln!("bench: shop throughput, projection paused (round {round})");
+            let cpu = Cpu::now(nats.pid());
+            let rate = shop_throughput(&client, total, &format!("tq{round}")).await?;
+            paused_cpu.add(cpu, nats.pid(), commands, commands / rate);
+            tx.rollback().await?;
+            rate
+        };
+        shop_caught_up(&client, &mut conn).await?;
+        bares.push(bare);
+        rates.push(rate);
+        pauseds.push(paused);
+    }
+    let ratios = |v: &[f64]| -> Vec<f64> { v.iter().zip(&bares).map(|(r, b)| r / b).collect() };
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let (rate_ratios, paused_ratios) = (ratios(&rates), ratios(&pauseds));
+    let rate = median(&mut rates.clone());
+    let paused = median(&mut pauseds.clone());
+    let bare = median(&mut bares.clone());
+    let rate_ratio = median(&mut rate_ratios.clone());
+    let paused_ratio = median(&mut paused_ratios.clone());
     raw64.push(publish_64(&js, 40_000).await?);
     let best64 = raw64.iter().cloned().fold(0.0, f64::max);
     writeln!(
@@ -520,9 +652,12 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
         "| throughput and lag | figure | ratio |\n|---|---|---|"
     )?;
     writeln!(out, "| raw JetStream acked publish, 64 in flight: three measurements in this section ({}) msg/s; the best is the baseline below | {best64:.0} msg/s | |", raw64.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "))?;
-    writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each), projection running | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {:.2} of the bare pipeline |", rate / best64, rate / bare)?;
-    writeln!(out, "| shop add-item commands, 64 concurrent clients, projection paused | {paused:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {:.2} of the bare pipeline |", paused / best64, paused / bare)?;
+    writeln!(out, "| shop add-item commands, 64 concurrent clients (100 carts each), projection running; median of {rounds} round(s) | {rate:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {rate_ratio:.2} of the bare pipeline (per round: {}) |", rate / best64, list(&rate_ratios))?;
+    writeln!(out, "| shop add-item commands, 64 concurrent clients, projection paused | {paused:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {paused_ratio:.2} of the bare pipeline (per round: {}) |", paused / best64, list(&paused_ratios))?;
     writeln!(out, "| bare pipeline, 64 concurrent clients: request, acked publish with expected sequence, reply; no Switchyard code | {bare:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", bare / best64)?;
+    writeln!(out, "| CPU per command, 64 clients, projection running: this process (clients and service) / nats-server / PostgreSQL, all rounds | {} | |", rate_cpu.per_command())?;
+    writeln!(out, "| CPU per command, 64 clients, projection paused | {} | |", paused_cpu.per_command())?;
+    writeln!(out, "| CPU per command, bare pipeline (this process: clients and bare responder) | {} | |", bare_cpu.per_command())?;
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
     let mut vis = Vec::new();
