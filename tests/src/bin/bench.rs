@@ -399,6 +399,22 @@ async fn bare_pipeline(
     Ok(rate)
 }
 
+/// Transactions committed in the database of `url` so far (PostgreSQL's statistics; they lag by up
+/// to the stats flush interval, so the bench reads them after a pause).
+async fn db_commits(url: &str) -> anyhow::Result<i64> {
+    use sqlx::Connection as _;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut conn).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(n)
+}
+
 /// Waits (at most 2 minutes) until the shop's projection holds everything stream `SHOP` holds.
 async fn shop_caught_up(client: &Client, conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
     let last = client.stream_len("SHOP").await? as i64;
@@ -594,17 +610,26 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     if let Ok(ms) = std::env::var("SWITCHYARD_BENCH_LINGER_MS") {
         config.projection_linger = Duration::from_millis(ms.parse()?);
     }
+    // `SWITCHYARD_BENCH_SYNC_COMMIT=off`: projection commits that do not wait for the WAL flush.
+    if std::env::var("SWITCHYARD_BENCH_SYNC_COMMIT").is_ok_and(|v| v == "off") {
+        config.projection_sync_commit = false;
+    }
     let svc = Services::start(config, &["shop"]).await?;
     let (mut bares, mut rates, mut pauseds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut bare_cpu, mut rate_cpu, mut paused_cpu) = <(CpuTally, CpuTally, CpuTally)>::default();
+    // Transactions committed in the shop's database while the projection ran (the projection's
+    // batches, and a few of the bench's own queries).
+    let mut running_commits = 0i64;
     for round in 0..rounds {
         let cpu = Cpu::now(nats.pid());
         let bare = bare_pipeline(&nats.url(), &client.nats, total, &format!("b{round}")).await?;
         bare_cpu.add(cpu, nats.pid(), commands, commands / bare);
         eprintln!("bench: shop throughput (round {round})");
         let cpu = Cpu::now(nats.pid());
+        let commits = db_commits(&db.url).await?;
         let rate = shop_throughput(&client, total, &format!("tp{round}")).await?;
         rate_cpu.add(cpu, nats.pid(), commands, commands / rate);
+
         // Let the projection catch up, then the same with it paused (the bench holds its checkpoint
         // row, so the projector waits): what the command path alone reaches.
         let mut conn = {
@@ -612,6 +637,7 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
             sqlx::PgConnection::connect(&db.url).await?
         };
         shop_caught_up(&client, &mut conn).await?;
+        running_commits += db_commits(&db.url).await? - commits;
         let paused = {
             use sqlx::Connection as _;
             let mut tx = conn.begin().await?;
@@ -657,6 +683,7 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| bare pipeline, 64 concurrent clients: request, acked publish with expected sequence, reply; no Switchyard code | {bare:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", bare / best64)?;
     writeln!(out, "| CPU per command, 64 clients, projection running: this process (clients and service) / nats-server / PostgreSQL, all rounds | {} | |", rate_cpu.per_command())?;
     writeln!(out, "| CPU per command, 64 clients, projection paused | {} | |", paused_cpu.per_command())?;
+    writeln!(out, "| events per projection transaction, from the start of a running round until the projection caught up (transactions committed in its database, the bench's few polls included) | {:.1} ({running_commits} transactions) | |", rate_cpu.commands / running_commits.max(1) as f64)?;
     writeln!(out, "| CPU per command, bare pipeline (this process: clients and bare responder) | {} | |", bare_cpu.per_command())?;
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
