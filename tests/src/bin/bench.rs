@@ -85,7 +85,9 @@ impl Cpu {
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
                 let name = e.file_name();
-                let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                let Some(pid) = name
+                    .to_str()
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
                 else {
                     continue;
                 };
@@ -103,7 +105,6 @@ impl Cpu {
             postgres: postgres * tick_us,
         }
     }
-
 }
 
 /// CPU used over measured windows, and the commands run in them.
@@ -405,7 +406,9 @@ async fn db_commits(url: &str) -> anyhow::Result<i64> {
     use sqlx::Connection as _;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut conn).await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut conn)
+        .await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
     )
@@ -682,9 +685,17 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| shop add-item commands, 64 concurrent clients, projection paused | {paused:.0} cmd/s | {:.2} of raw 64-in-flight acked publish; {paused_ratio:.2} of the bare pipeline (per round: {}) |", paused / best64, list(&paused_ratios))?;
     writeln!(out, "| bare pipeline, 64 concurrent clients: request, acked publish with expected sequence, reply; no Switchyard code | {bare:.0} cmd/s | {:.2} of raw 64-in-flight acked publish |", bare / best64)?;
     writeln!(out, "| CPU per command, 64 clients, projection running: this process (clients and service) / nats-server / PostgreSQL, all rounds | {} | |", rate_cpu.per_command())?;
-    writeln!(out, "| CPU per command, 64 clients, projection paused | {} | |", paused_cpu.per_command())?;
+    writeln!(
+        out,
+        "| CPU per command, 64 clients, projection paused | {} | |",
+        paused_cpu.per_command()
+    )?;
     writeln!(out, "| events per projection transaction, from the start of a running round until the projection caught up (transactions committed in its database, the bench's few polls included) | {:.1} ({running_commits} transactions) | |", rate_cpu.commands / running_commits.max(1) as f64)?;
-    writeln!(out, "| CPU per command, bare pipeline (this process: clients and bare responder) | {} | |", bare_cpu.per_command())?;
+    writeln!(
+        out,
+        "| CPU per command, bare pipeline (this process: clients and bare responder) | {} | |",
+        bare_cpu.per_command()
+    )?;
     // Projection lag at a steady load: 2,000 commands/s for 5 s; every 20th command's visibility delay.
     let steady = env_or("SWITCHYARD_BENCH_STEADY_RATE", 2000u64);
     let mut vis = Vec::new();
