@@ -375,6 +375,25 @@ async fn bare_pipeline(
         })
     });
     ready_rx.await.context("the bare responder did not start")?;
+    // Its subscription is sent, but the server may not have it yet (a flush does not wait for
+    // the server): ask until the responder answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .request(
+                format!("bench.cmd.{prefix}-probe"),
+                serde_json::to_vec(&add(&format!("{prefix}-probe"), "probe"))?.into(),
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the bare responder is not subscribed yet");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => anyhow::bail!("the bare responder does not answer: {e}"),
+        }
+    }
     // The clients do exactly what `shop_throughput`'s do (they share the two cores with the
     // responder): build and serialise an add-item body per request, and read `seq` off the reply.
     let client = Client {
