@@ -56,9 +56,57 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// CPU seconds (user + system) of a process and, with `children`, of its direct children.
+pub(crate) fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    let stat = |pid: &str| -> Option<(u32, f64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((ppid, ticks / 100.0))
+    };
+    let mut total = stat(&pid.to_string()).map_or(0.0, |s| s.1);
+    if children {
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                if let Some(name) = e.file_name().to_str() {
+                    if name.bytes().all(|b| b.is_ascii_digit()) {
+                        if let Some((ppid, t)) = stat(name) {
+                            if ppid == pid {
+                                total += t;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+/// The postmaster serving `DATABASE_URL`'s port (started by infra/up.sh with `-p <port>`), if it
+/// can be found; its backends are its children.
+pub(crate) fn postmaster_pid(port: u16) -> Option<u32> {
+    let flag = format!("-p\0{port}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.contains("postgres") && cmd.contains(&flag)).then_some(pid)
+    })
+}
+
+/// The port of a `scheme://[user@]host:port/...` URL.
+pub(crate) fn url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://")?.1;
+    let hostport = rest.split('/').next()?;
+    let hostport = hostport.rsplit_once('@').map_or(hostport, |x| x.1);
+    hostport.rsplit_once(':')?.1.parse().ok()
+}
+
 /// CPU time used so far, in microseconds: by this process (the clients and the in-process
-/// services), by the bench's nats-server, and by every PostgreSQL process of the machine (the
-/// server's backends; idle ones add nothing). Read from `/proc` (Linux's clock tick is 1/100 s).
+/// services), by the bench's nats-server, and by the PostgreSQL of `DATABASE_URL` (its postmaster
+/// and backends).
 #[derive(Clone, Copy, Default)]
 struct Cpu {
     process: f64,
@@ -68,41 +116,12 @@ struct Cpu {
 
 impl Cpu {
     fn now(nats_pid: Option<u32>) -> Self {
-        fn ticks(stat: &str) -> Option<f64> {
-            // Fields after the command name (which may hold spaces): state is the first; utime
-            // and stime are the 12th and 13th.
-            let rest = stat.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        }
-        let of = |pid: &str| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| ticks(&s))
-                .unwrap_or(0.0)
-        };
-        let mut postgres = 0.0;
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let name = e.file_name();
-                let Some(pid) = name
-                    .to_str()
-                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                else {
-                    continue;
-                };
-                if std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim_end() == "postgres")
-                {
-                    postgres += of(pid);
-                }
-            }
-        }
-        let tick_us = 10_000.0;
+        static POSTMASTER: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        let pg = *POSTMASTER.get_or_init(|| url_port(&e2e::admin_url()).and_then(postmaster_pid));
         Self {
-            process: of("self") * tick_us,
-            nats: nats_pid.map_or(0.0, |p| of(&p.to_string())) * tick_us,
-            postgres: postgres * tick_us,
+            process: cpu_seconds(std::process::id(), false) * 1e6,
+            nats: nats_pid.map_or(0.0, |p| cpu_seconds(p, false)) * 1e6,
+            postgres: pg.map_or(0.0, |p| cpu_seconds(p, true)) * 1e6,
         }
     }
 }
@@ -419,27 +438,24 @@ async fn bare_pipeline(
     Ok(rate)
 }
 
-/// Transactions committed in the database of `url` so far, and the updates of the projections'
+/// Transactions committed in the database of `conn` so far, and the updates of the projections'
 /// checkpoint rows (one per projection batch): PostgreSQL's statistics, which lag by up to their
 /// flush interval, so the bench reads them after a pause.
-async fn db_commits(url: &str) -> anyhow::Result<(i64, i64)> {
-    use sqlx::Connection as _;
+async fn db_commits(conn: &mut sqlx::PgConnection) -> anyhow::Result<(i64, i64)> {
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(&mut conn)
+        .execute(&mut *conn)
         .await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
     )
-    .fetch_one(&mut conn)
+    .fetch_one(&mut *conn)
     .await?;
     let batches: i64 = sqlx::query_scalar(
         "SELECT COALESCE(sum(n_tup_upd), 0)::bigint FROM pg_stat_user_tables WHERE schemaname = 'runtime' AND relname = 'checkpoints'",
     )
-    .fetch_one(&mut conn)
+    .fetch_one(&mut *conn)
     .await?;
-    conn.close().await?;
     Ok((n, batches))
 }
 
@@ -645,28 +661,27 @@ async fn shop_section(out: &mut String) -> anyhow::Result<()> {
     let svc = Services::start(config, &["shop"]).await?;
     let (mut bares, mut rates, mut pauseds) = (Vec::new(), Vec::new(), Vec::new());
     let (mut bare_cpu, mut rate_cpu, mut paused_cpu) = <(CpuTally, CpuTally, CpuTally)>::default();
-    // Transactions committed in the shop's database while the projection ran (the projection's
-    // batches, and a few of the bench's own queries).
+    // While the projection ran: transactions committed in the shop's database, and its batches.
     let mut running_commits = 0i64;
     let mut running_batches = 0i64;
+    let mut conn = {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&db.url).await?
+    };
     for round in 0..rounds {
         let cpu = Cpu::now(nats.pid());
         let bare = bare_pipeline(&nats.url(), &client.nats, total, &format!("b{round}")).await?;
         bare_cpu.add(cpu, nats.pid(), commands, commands / bare);
         eprintln!("bench: shop throughput (round {round})");
+        let commits = db_commits(&mut conn).await?;
         let cpu = Cpu::now(nats.pid());
-        let commits = db_commits(&db.url).await?;
         let rate = shop_throughput(&client, total, &format!("tp{round}")).await?;
         rate_cpu.add(cpu, nats.pid(), commands, commands / rate);
 
         // Let the projection catch up, then the same with it paused (the bench holds its checkpoint
         // row, so the projector waits): what the command path alone reaches.
-        let mut conn = {
-            use sqlx::Connection as _;
-            sqlx::PgConnection::connect(&db.url).await?
-        };
         shop_caught_up(&client, &mut conn).await?;
-        let (c, b) = db_commits(&db.url).await?;
+        let (c, b) = db_commits(&mut conn).await?;
         running_commits += c - commits.0;
         running_batches += b - commits.1;
         let paused = {

@@ -72,14 +72,11 @@ fn nats_server_pid() -> Option<&'static str> {
 
 impl Cpu {
     fn now() -> Self {
-        // utime and stime (fields 14 and 15), in clock ticks of 1/100 s.
-        let seconds = |pid: &str| {
-            let (_, f) = proc_stat(pid)?;
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        };
         Self {
-            own: seconds("self").unwrap_or(0.0),
-            nats: nats_server_pid().and_then(seconds).unwrap_or(0.0),
+            own: super::cpu_seconds(std::process::id(), false),
+            nats: nats_server_pid()
+                .and_then(|p| p.parse().ok())
+                .map_or(0.0, |p| super::cpu_seconds(p, false)),
         }
     }
 

@@ -58,46 +58,6 @@ async fn publish_for(js: &async_nats::jetstream::Context, secs: f64) -> anyhow::
     Ok(acked as f64 / t.elapsed().as_secs_f64())
 }
 
-/// CPU seconds (user + system) of a process and, with `children`, of its direct children.
-fn cpu_seconds(pid: u32, children: bool) -> f64 {
-    let stat = |pid: &str| -> Option<(u32, f64)> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-        let ppid = f.get(1)?.parse().ok()?;
-        let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        Some((ppid, ticks / 100.0))
-    };
-    let mut total = stat(&pid.to_string()).map_or(0.0, |s| s.1);
-    if children {
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                if let Some(name) = e.file_name().to_str() {
-                    if name.bytes().all(|b| b.is_ascii_digit()) {
-                        if let Some((ppid, t)) = stat(name) {
-                            if ppid == pid {
-                                total += t;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    total
-}
-
-/// The postmaster serving `DATABASE_URL`'s port (started by infra/up.sh with `-p <port>`), if it
-/// can be found; its backends are its children.
-fn postmaster_pid(port: u16) -> Option<u32> {
-    let flag = format!("-p\0{port}\0");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd);
-        (cmd.contains("postgres") && cmd.contains(&flag)).then_some(pid)
-    })
-}
-
 #[derive(Clone, Copy, Default)]
 struct Cpu {
     switchyard: f64,
@@ -120,10 +80,13 @@ impl std::ops::Sub for Cpu {
 
 fn cpu_now(procs: &[Child], nats: &[u32], pg: Option<u32>) -> Cpu {
     Cpu {
-        switchyard: procs.iter().map(|c| cpu_seconds(c.id(), false)).sum(),
-        nats: nats.iter().map(|&p| cpu_seconds(p, false)).sum(),
-        pg: pg.map_or(0.0, |p| cpu_seconds(p, true)),
-        bench: cpu_seconds(std::process::id(), false),
+        switchyard: procs
+            .iter()
+            .map(|c| super::cpu_seconds(c.id(), false))
+            .sum(),
+        nats: nats.iter().map(|&p| super::cpu_seconds(p, false)).sum(),
+        pg: pg.map_or(0.0, |p| super::cpu_seconds(p, true)),
+        bench: super::cpu_seconds(std::process::id(), false),
     }
 }
 
@@ -326,7 +289,7 @@ pub async fn section() -> anyhow::Result<String> {
         )?;
     }
     // Only the two default-sync deployments are used for commands.
-    let pg = url_port(&e2e::admin_url()).and_then(postmaster_pid);
+    let pg = super::url_port(&e2e::admin_url()).and_then(super::postmaster_pid);
     let mut runs = Vec::new();
     runs.push(
         command_run(
@@ -402,11 +365,4 @@ pub async fn section() -> anyhow::Result<String> {
     drop(readies);
     drop(deps);
     Ok(out)
-}
-
-fn url_port(url: &str) -> Option<u16> {
-    let rest = url.split_once("://")?.1;
-    let hostport = rest.split('/').next()?;
-    let hostport = hostport.rsplit_once('@').map_or(hostport, |x| x.1);
-    hostport.rsplit_once(':')?.1.parse().ok()
 }
